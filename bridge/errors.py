@@ -1,0 +1,75 @@
+"""Every error the bridge raises, split by who is to blame.
+
+::
+
+    BridgeError                      root: catch this to catch anything of ours
+    ├── ConfigError                  the operator's configuration is wrong (fix the file, restart)
+    ├── LocalProtocolError           we built a request the vendor protocol forbids (a bridge bug)
+    ├── RemoteProtocolError          the vendor sent something we cannot use
+    │   ├── MalformedPayload         a push whose payload misses a field or carries a bad number
+    │   └── VendorRefused            the vendor said no (error frame or refused handshake)
+    └── KafkaError                   the broker side failed
+        └── TopicMissing             a topic the bridge needs does not exist and may not be created
+
+``retriable`` on the class says whether trying again can help; the feed's retry policy reads it
+instead of matching on messages. Library exceptions are always re-raised ``from`` the original.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Root of the bridge's exceptions."""
+
+    retriable: bool = False
+
+
+class ConfigError(BridgeError):
+    """The configuration is invalid; the message names the key and what was expected."""
+
+
+class LocalProtocolError(BridgeError):
+    """We tried to do something the vendor protocol does not allow."""
+
+
+class RemoteProtocolError(BridgeError):
+    """The vendor sent something the bridge cannot turn into a record."""
+
+
+class MalformedPayload(RemoteProtocolError):
+    """A push arrived whose payload cannot be normalised; ``reason`` is a short, stable phrase.
+
+    The reason is used as a dead-letter reason and a metric label, so it never contains
+    values from the frame (those go to the dead-letter record's raw text).
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class VendorRefused(RemoteProtocolError):
+    """The vendor refused us: an error frame or a handshake status.
+
+    ``terminal`` means a reconnect cannot fix it (bad key, plan expired, connection cap).
+    """
+
+    def __init__(self, code: int, name: str, terminal: bool, message: str) -> None:
+        super().__init__(f"vendor error {code} ({name}): {message}")
+        self.code = code
+        self.name = name
+        self.terminal = terminal
+        self.retriable = not terminal
+
+
+class KafkaError(BridgeError):
+    """The broker could not take what we produced."""
+
+    retriable = True
+
+
+class TopicMissing(KafkaError):
+    """A configured topic does not exist and ``kafka.create_topics`` is off."""
+
+    retriable = False
