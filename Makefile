@@ -1,0 +1,42 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Needs Python 3.11+, Java 17+ and Maven on PATH; everything else is installed here.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit kafka-start kafka-stop clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)  ## create the virtualenv and install the bridge with its dev tools
+
+demo: $(STAMP)  ## start a local Kafka and the simulator, run the bridge ~20 s, show data flowing
+	$(BIN)/python scripts/demo
+
+test: $(STAMP) lint typecheck  ## lint, type-check and run the whole suite (a real broker included)
+	PYTHONASYNCIODEBUG=1 $(BIN)/pytest
+
+lint: $(STAMP)  ## ruff
+	$(BIN)/ruff check bridge tests scripts/kafka-local scripts/demo
+	$(BIN)/ruff format --check bridge tests scripts/kafka-local scripts/demo
+
+typecheck: $(STAMP)  ## mypy --strict on the package and the tests
+	$(BIN)/mypy --strict bridge tests
+
+kafka-start:  ## start the local broker on 127.0.0.1:9092 (prints the bootstrap address)
+	$(PYTHON) scripts/kafka-local start
+
+kafka-stop:  ## stop the local broker
+	$(PYTHON) scripts/kafka-local stop
+
+clean:  ## remove the virtualenv and caches (the Kafka jars in .cache/ too)
+	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis

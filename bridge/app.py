@@ -1,0 +1,219 @@
+"""Wiring and lifecycle: build everything from the config, run it, stop it within a deadline.
+
+Start order: metrics endpoint, Kafka producer (fail fast with a clear message when the broker
+is unreachable), then one feed task per planned vendor connection. Stop order is the reverse,
+driven by one ``stop`` event that SIGINT/SIGTERM sets: feeds close their sockets (no new data),
+the sink flushes what it holds against ``kafka.flush_timeout_seconds``, the endpoint closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from bridge.config import BridgeConfig
+from bridge.feed import Clock, FeedConnection, RetryPolicy, vendor_url
+from bridge.http import HealthServer
+from bridge.metrics import BridgeMetrics, counter_totals, histogram_quantile
+from bridge.protocol import ConnectionSession, FrameBudget, plan_connections
+from bridge.records import Stream
+from bridge.serialize import RecordSerializer
+from bridge.sink import KafkaSink
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_ALL_CONNECTIONS_FAILED = 4
+
+
+def build_feeds(
+    config: BridgeConfig,
+    serializer: RecordSerializer,
+    sink: KafkaSink,
+    metrics: BridgeMetrics,
+    *,
+    retry: RetryPolicy | None = None,
+    clock: Clock | None = None,
+) -> list[FeedConnection]:
+    """One :class:`FeedConnection` per planned connection, over every configured subscription."""
+    source = config.source
+    api_key = source.api_key.get_secret_value()
+    feeds = []
+    for entry in source.subscriptions:
+        plans = plan_connections(
+            entry.business,
+            entry.codes,
+            entry.streams,
+            entry.kline_types,
+            max_codes_per_connection=source.max_codes_per_connection,
+        )
+        for plan in plans:
+            session = ConnectionSession(
+                plan,
+                budget=FrameBudget(source.frame_limit, source.frame_window_seconds),
+                heartbeat_interval=source.heartbeat_interval_seconds,
+                max_frame_bytes=source.max_frame_bytes,
+            )
+            feeds.append(
+                FeedConnection(
+                    session,
+                    vendor_url(source.url, entry.business, api_key),
+                    serializer,
+                    sink.put,
+                    metrics,
+                    retry=retry
+                    or RetryPolicy(source.reconnect.initial_delay_seconds, source.reconnect.max_delay_seconds),
+                    clock=clock,
+                    open_timeout=source.open_timeout_seconds,
+                    secrets=(api_key,),
+                )
+            )
+    return feeds
+
+
+class Bridge:
+    """The running bridge: owns the sink, the feeds, the endpoint and their tasks."""
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        *,
+        registry: CollectorRegistry | None = None,
+        retry: RetryPolicy | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.metrics = BridgeMetrics(registry or CollectorRegistry())
+        topics = config.kafka.topics
+        self.serializer = RecordSerializer(
+            {stream: topics.for_stream(stream) for stream in Stream},
+            topics.dead_letter,
+            secrets=(config.source.api_key.get_secret_value(),),
+        )
+        self.sink = KafkaSink(config.kafka, self.serializer, self.metrics)
+        self.feeds = build_feeds(config, self.serializer, self.sink, self.metrics, retry=retry, clock=clock)
+        self.health = HealthServer(self.metrics.registry, self.readiness)
+        self.metrics_port: int | None = None
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready when at least one connection is subscribed and the producer is running."""
+        subscribed = sum(feed.session.subscribed for feed in self.feeds)
+        if not self.sink.running:
+            return False, "kafka producer not running"
+        if not subscribed:
+            return False, f"no vendor connection subscribed (0 of {len(self.feeds)})"
+        return True, f"{subscribed} of {len(self.feeds)} connections subscribed"
+
+    async def run(
+        self, stop: asyncio.Event, *, summary_interval: float | None = None, run_for: float | None = None
+    ) -> int:
+        """Run until ``stop`` is set, ``run_for`` seconds pass, or every connection failed for good.
+
+        Returns:
+            The process exit code: 0 after a requested stop, 4 when no connection is left.
+
+        Raises:
+            KafkaError: Kafka was unreachable at start.
+        """
+        self.metrics_port = await self.health.start(self.config.metrics.host, self.config.metrics.port)
+        log.info("metrics on http://%s:%d/metrics", self.config.metrics.host, self.metrics_port)
+        try:
+            await self.sink.start()
+            log.info(
+                "producing to Kafka at %s (topics: %s)",
+                self.config.kafka.bootstrap_servers,
+                ", ".join(self.config.kafka.topics.model_dump().values()),
+            )
+            return await self._supervise(stop, summary_interval, run_for)
+        finally:
+            undelivered = await self.sink.close()
+            await self.health.close()
+            self._log_summary(final=True)
+            if undelivered:
+                log.error("%d record(s) were lost at shutdown; see the errors above", undelivered)
+
+    async def _supervise(self, stop: asyncio.Event, summary_interval: float | None, run_for: float | None) -> int:
+        feed_tasks = [asyncio.create_task(feed.run(stop), name=f"feed-{feed.session.plan.name}") for feed in self.feeds]
+        helpers = []
+        if summary_interval:
+            helpers.append(asyncio.create_task(self._summaries(summary_interval), name="summary"))
+        if run_for is not None:
+            helpers.append(asyncio.create_task(_set_after(stop, run_for), name="run-for"))
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        watched: set[asyncio.Future[Any]] = {*feed_tasks, stopper}
+        try:
+            while not stop.is_set() and not all(task.done() for task in feed_tasks):
+                done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    error = None if task is stopper else task.exception()
+                    if error is not None:
+                        raise error
+        finally:
+            stop.set()
+            for task in helpers:
+                task.cancel()
+            await _await_all([*feed_tasks, *helpers, stopper], timeout=10)
+        failures = [feed for feed in self.feeds if feed.failure is not None]
+        if failures and len(failures) == len(self.feeds):
+            for feed in failures:
+                log.error("connection %s stopped for good: %s", feed.session.plan.name, feed.failure)
+            log.error("no vendor connection is left; exiting with status %d", EXIT_ALL_CONNECTIONS_FAILED)
+            return EXIT_ALL_CONNECTIONS_FAILED
+        return EXIT_OK
+
+    async def _summaries(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self._log_summary(final=False)
+
+    def _log_summary(self, *, final: bool) -> None:
+        registry = self.metrics.registry
+        produced = counter_totals(registry, "infoway_bridge_records_produced", "topic")
+        dead = sum(counter_totals(registry, "infoway_bridge_dead_letters", "reason").values())
+        parts = [f"{topic}={int(count)}" for topic, count in sorted(produced.items())] or ["no records yet"]
+        lag = []
+        for stream in Stream:
+            p50, count = histogram_quantile(registry, "infoway_bridge_event_lag_seconds", 0.5, stream=stream.value)
+            p99, _ = histogram_quantile(registry, "infoway_bridge_event_lag_seconds", 0.99, stream=stream.value)
+            if count and p50 is not None and p99 is not None:
+                # A kline's only vendor time is its bar's start, so its "lag" is the bar's age.
+                name = "kline bar age" if stream is Stream.KLINE else stream.value
+                lag.append(f"{name} p50={_ms(p50)} p99={_ms(p99)}")
+        up = sum(feed.session.subscribed for feed in self.feeds)
+        log.info(
+            "%s: records %s; event lag %s; dead letters %d; connections subscribed %d/%d",
+            "final summary" if final else "summary",
+            " ".join(parts),
+            ", ".join(lag) or "n/a",
+            int(dead),
+            up,
+            len(self.feeds),
+        )
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}ms" if seconds < 10 else f"{seconds:.0f}s"
+
+
+async def _set_after(event: asyncio.Event, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    log.info("--run-for %gs elapsed; stopping", seconds)
+    event.set()
+
+
+async def _await_all(tasks: Sequence[asyncio.Task[object]] | Sequence[asyncio.Task[None]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for task in tasks:
+        remaining = max(deadline - time.monotonic(), 0.01)
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), remaining)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

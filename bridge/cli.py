@@ -1,0 +1,152 @@
+"""The ``infoway-bridge`` command: thin; every subcommand calls into the modules that do the work."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bridge import __version__
+from bridge.app import Bridge
+from bridge.config import API_KEY_ENV, BOOTSTRAP_ENV, load_config
+from bridge.errors import ConfigError, KafkaError
+from bridge.logs import configure_logging
+from bridge.simulator.cli import add_simulate_arguments, run_simulate
+
+log = logging.getLogger("bridge")
+
+EXIT_CONFIG = 2
+EXIT_KAFKA = 3
+
+_DESCRIPTION = """\
+Stream the Infoway market-data WebSocket feed (trades, depth, klines) into Kafka as Avro,
+keyed by symbol, with Prometheus metrics on /metrics, /healthz and /readyz.
+"""
+_RUN_EPILOG = f"""\
+environment:
+  {API_KEY_ENV}        the vendor key when source.api_key is absent (or use ${{{API_KEY_ENV}}} in the file)
+  {BOOTSTRAP_ENV}  overrides kafka.bootstrap_servers
+
+exit status:
+  0  stopped by SIGINT/SIGTERM (or --run-for) after flushing Kafka
+  2  the configuration is invalid (the message names the key)
+  3  Kafka was unreachable at start
+  4  every vendor connection stopped on a terminal error (bad key, expired plan, ...)
+
+example:
+  INFOWAY_API_KEY=... infoway-bridge run --config bridge.yaml
+"""
+
+
+def _add_logging_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="log line format (default: text)"
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default: INFO)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="infoway-bridge", description=_DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the bridge",
+        description="Connect to the vendor, subscribe, and produce every push to Kafka until stopped.",
+        epilog=_RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--config", type=Path, required=True, help="the YAML configuration file")
+    run.add_argument(
+        "--summary-interval",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="log records per topic and event lag every SECONDS (0 turns it off; default: 60)",
+    )
+    run.add_argument(
+        "--run-for",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop by itself after SECONDS, as after SIGTERM (for demos and smoke tests)",
+    )
+    _add_logging_arguments(run)
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate a configuration file and print it with secrets masked",
+        description="Validate a configuration file, environment included, and print the result.",
+    )
+    check.add_argument("--config", type=Path, required=True, help="the YAML configuration file")
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="serve the vendor protocol locally (for demos, tests and benchmarks)",
+        description="A local server that speaks the Infoway WebSocket protocol with generated market data.",
+    )
+    add_simulate_arguments(simulate)
+    _add_logging_arguments(simulate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "check-config":
+        return _check_config(args)
+    configure_logging(args.log_format, args.log_level)
+    return run_simulate(args)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(config.model_dump_json(indent=2))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_format, args.log_level)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    configure_logging(args.log_format, args.log_level, secrets=(config.source.api_key.get_secret_value(),))
+    try:
+        return asyncio.run(_run_bridge(Bridge(config), args.summary_interval or None, args.run_for))
+    except KafkaError as exc:
+        log.error("%s", exc)
+        return EXIT_KAFKA
+
+
+async def _run_bridge(bridge: Bridge, summary_interval: float | None, run_for: float | None) -> int:
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    return await bridge.run(stop, summary_interval=summary_interval, run_for=run_for)
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGINT/SIGTERM set ``stop`` once; a second signal gets the default (immediate) behaviour."""
+    loop = asyncio.get_running_loop()
+
+    def first_signal(received: signal.Signals) -> None:
+        log.info("%s received: stopping (flushing Kafka); send it again to exit at once", received.name)
+        stop.set()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, first_signal, sig)

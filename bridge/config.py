@@ -1,0 +1,235 @@
+"""The whole configuration as one frozen, typed tree, loaded from YAML plus the environment.
+
+Load it with :func:`load_config`. Every mistake surfaces at start as a :class:`ConfigError`
+naming the key (``source.subscriptions.0.business``) and what was expected, and unknown keys
+are refused so a typo never silently falls back to a default.
+
+Environment: ``${VAR}`` in any string value is replaced from the environment (a missing variable
+is an error naming the key); ``INFOWAY_API_KEY`` is the fallback when ``source.api_key`` is
+absent; ``KAFKA_BOOTSTRAP_SERVERS`` overrides ``kafka.bootstrap_servers``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bridge.errors import ConfigError
+from bridge.protocol.codes import KlineInterval
+from bridge.protocol.requests import DEFAULT_MAX_CODES_PER_CONNECTION
+from bridge.records import Stream
+
+API_KEY_ENV = "INFOWAY_API_KEY"
+BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+DEFAULT_URL = "wss://data.infoway.io/ws"
+
+Business = Literal["stock", "crypto", "common", "japan", "india"]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SubscriptionConfig(_Frozen):
+    """One entry of ``source.subscriptions``: a business, its codes and the streams wanted."""
+
+    business: Business
+    codes: tuple[str, ...] = Field(min_length=1)
+    streams: tuple[Stream, ...] = (Stream.TRADE,)
+    kline_types: tuple[KlineInterval, ...] = (KlineInterval.MIN_1,)
+
+    @field_validator("codes", mode="before")
+    @classmethod
+    def _split_codes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(code.strip() for code in value.split(",") if code.strip())
+        return value
+
+    @field_validator("codes")
+    @classmethod
+    def _codes_are_clean(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for code in value:
+            if not code or "," in code or any(char.isspace() for char in code):
+                raise ValueError(f"a code must be non-empty without commas or spaces, got {code!r}")
+        return value
+
+    @field_validator("kline_types", mode="before")
+    @classmethod
+    def _parse_intervals(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(KlineInterval.parse(item) for item in value)
+        return value
+
+
+class ReconnectConfig(_Frozen):
+    """Backoff between reconnect attempts: exponential with full jitter."""
+
+    initial_delay_seconds: PositiveSeconds = 1.0
+    max_delay_seconds: PositiveSeconds = 30.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReconnectConfig:
+        if self.max_delay_seconds < self.initial_delay_seconds:
+            raise ValueError("max_delay_seconds must be >= initial_delay_seconds")
+        return self
+
+
+class SourceConfig(_Frozen):
+    """The vendor side: where to connect, with which key, for what."""
+
+    url: str = DEFAULT_URL
+    api_key: SecretStr
+    subscriptions: tuple[SubscriptionConfig, ...] = Field(min_length=1)
+    max_codes_per_connection: int = Field(DEFAULT_MAX_CODES_PER_CONNECTION, ge=1)
+    heartbeat_interval_seconds: PositiveSeconds = 30.0
+    frame_limit: int = Field(60, ge=2)
+    frame_window_seconds: PositiveSeconds = 60.0
+    max_frame_bytes: int = Field(1 << 20, ge=1024)
+    open_timeout_seconds: PositiveSeconds = 10.0
+    reconnect: ReconnectConfig = ReconnectConfig()
+
+    @field_validator("url")
+    @classmethod
+    def _websocket_url(cls, value: str) -> str:
+        if not re.match(r"^wss?://[^/?#]+", value):
+            raise ValueError(f"expected a ws:// or wss:// URL, got {value!r}")
+        if "apikey=" in value or "?" in value:
+            raise ValueError("give the URL without a query string; the key goes in source.api_key")
+        return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_present(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError(f"the API key is empty; set source.api_key or {API_KEY_ENV}")
+        return value
+
+
+class TopicsConfig(_Frozen):
+    """Topic names per stream, plus the dead-letter topic."""
+
+    trade: str = "infoway.trades"
+    depth: str = "infoway.depth"
+    kline: str = "infoway.kline"
+    dead_letter: str = "infoway.dlq"
+
+    def for_stream(self, stream: Stream) -> str:
+        """The topic a stream's records go to."""
+        topic: str = getattr(self, stream.value)
+        return topic
+
+
+class KafkaConfig(_Frozen):
+    """The broker side. The producer is always idempotent with ``acks=all``."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "infoway-bridge"
+    topics: TopicsConfig = TopicsConfig()
+    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    linger_ms: int = Field(5, ge=0)
+    max_batch_bytes: int = Field(1 << 20, ge=1024)
+    request_timeout_seconds: PositiveSeconds = 30.0
+    queue_max_records: int = Field(100_000, ge=100)
+    flush_timeout_seconds: PositiveSeconds = 15.0
+
+
+class MetricsConfig(_Frozen):
+    """Where ``/metrics`` is served."""
+
+    host: str = "0.0.0.0"  # noqa: S104  (a scrape target in a pod must listen beyond loopback)
+    port: int = Field(9464, ge=0, le=65535)
+
+
+class BridgeConfig(_Frozen):
+    """The root of the configuration."""
+
+    source: SourceConfig
+    kafka: KafkaConfig = KafkaConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(value: Any, env: Mapping[str, str], path: str) -> Any:
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise ConfigError(f"{path}: environment variable {name} is not set")
+            return env[name]
+
+        return _VARIABLE.sub(substitute, value)
+    if isinstance(value, dict):
+        return {key: _expand(item, env, f"{path}.{key}" if path else str(key)) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_expand(item, env, f"{path}.{index}") for index, item in enumerate(value)]
+    return value
+
+
+def parse_config(document: Mapping[str, Any], env: Mapping[str, str]) -> BridgeConfig:
+    """Build the configuration from a parsed YAML document and an environment.
+
+    Raises:
+        ConfigError: naming every wrong key and what was expected.
+    """
+    expanded = _expand(dict(document), env, "")
+    source = expanded.setdefault("source", {})
+    if isinstance(source, dict) and source.get("api_key") in (None, "") and env.get(API_KEY_ENV):
+        source["api_key"] = env[API_KEY_ENV]
+    kafka = expanded.setdefault("kafka", {})
+    if isinstance(kafka, dict) and env.get(BOOTSTRAP_ENV):
+        kafka["bootstrap_servers"] = env[BOOTSTRAP_ENV]
+    try:
+        return BridgeConfig.model_validate(expanded)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = error["msg"]
+        if error["type"] == "missing" and key == "source.api_key":
+            message = f"required: set source.api_key or the environment variable {API_KEY_ENV}"
+        elif error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against the README's configuration reference)"
+        lines.append(f"  {key}: {message}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> BridgeConfig:
+    """Read and validate a YAML configuration file.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, is not YAML, or is invalid.
+    """
+    environment = os.environ if env is None else env
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror}") from exc
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a mapping with a 'source' section at the top level")
+    return parse_config(document, environment)

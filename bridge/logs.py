@@ -1,0 +1,61 @@
+"""Log setup: human-readable lines by default, JSON lines with ``--log-format json``.
+
+Every handler carries a :class:`~bridge.redact.RedactingFilter`, so the API key cannot reach a
+log line even through a library's exception message.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Literal
+
+import orjson
+
+from bridge.redact import RedactingFilter
+
+LogFormat = Literal["text", "json"]
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the exception if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as a JSON line."""
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return orjson.dumps(entry).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-11-24T14:00:00.123Z INFO  bridge.feed  message``, in UTC like the data."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        """UTC ISO-8601 with milliseconds."""
+        stamp = datetime.fromtimestamp(record.created, UTC)
+        return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def configure_logging(log_format: LogFormat = "text", level: str = "INFO", secrets: tuple[str, ...] = ()) -> None:
+    """Send logs to stderr in the chosen format, with secrets scrubbed; replaces earlier setup."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(name)s  %(message)s"))
+    handler.addFilter(RedactingFilter(secrets))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # aiokafka and websockets are chatty at INFO about things our own lines already say.
+    for noisy in ("aiokafka", "websockets"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,144 @@
+"""Every Prometheus metric the bridge exports, built against one injected registry.
+
+Names are the contract (README, "Metrics"); labels never carry the API key or an unbounded
+value such as a raw frame or a symbol. Tests build :class:`BridgeMetrics` on a fresh
+:class:`~prometheus_client.CollectorRegistry`, so nothing leaks between them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Market-data lag runs from well under a millisecond (loopback) to minutes (a stalled feed,
+# a bar's age for klines): the buckets span both, denser where healthy feeds live.
+LAG_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 86400.0,
+)  # fmt: skip
+
+
+class BridgeMetrics:
+    """The bridge's metrics; one instance per process (or per test)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        prefix = "infoway_bridge_"
+        self.frames_received = Counter(
+            prefix + "frames_received",
+            "Frames read from vendor sockets, by kind (push_trade, push_depth, push_kline, ack, "
+            "error, notice, garbage).",
+            ["business", "kind"],
+            registry=registry,
+        )
+        self.records_produced = Counter(
+            prefix + "records_produced", "Records acknowledged by Kafka.", ["topic"], registry=registry
+        )
+        self.produce_failures = Counter(
+            prefix + "produce_failures",
+            "Records Kafka did not take, by reason.",
+            ["topic", "reason"],
+            registry=registry,
+        )
+        self.event_lag = Histogram(
+            prefix + "event_lag_seconds",
+            "Kafka acknowledgement time minus the vendor's event time.",
+            ["business", "stream"],
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
+        self.pipeline_latency = Histogram(
+            prefix + "pipeline_latency_seconds",
+            "Kafka acknowledgement time minus the time the frame was read from the socket.",
+            ["stream"],
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
+        self.reconnects = Counter(
+            prefix + "reconnects", "Vendor reconnects, by reason.", ["business", "reason"], registry=registry
+        )
+        self.vendor_errors = Counter(
+            prefix + "vendor_errors",
+            "Vendor error frames and refused handshakes, by code or HTTP status.",
+            ["business", "code"],
+            registry=registry,
+        )
+        self.connection_up = Gauge(
+            prefix + "connection_up",
+            "1 while a vendor connection is open, else 0.",
+            ["business", "connection"],
+            registry=registry,
+        )
+        self.subscribed_codes = Gauge(
+            prefix + "subscribed_codes",
+            "Codes acknowledged by the vendor, by stream.",
+            ["business", "stream"],
+            registry=registry,
+        )
+        self.last_event_timestamp = Gauge(
+            prefix + "last_event_timestamp_seconds",
+            "The vendor event time of the latest record, as a Unix timestamp.",
+            ["business", "stream"],
+            registry=registry,
+        )
+        self.queue_depth = Gauge(prefix + "queue_depth", "Records waiting to be produced to Kafka.", registry=registry)
+        self.dead_letters = Counter(
+            prefix + "dead_letters",
+            "Records sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.gap_seconds = Counter(
+            prefix + "gap_seconds",
+            "Seconds during which a subscription was not being received.",
+            ["business"],
+            registry=registry,
+        )
+
+
+def counter_totals(registry: CollectorRegistry, name: str, label: str) -> dict[str, float]:
+    """A counter's current values summed per value of one label (``name`` without ``_total``)."""
+    totals: dict[str, float] = {}
+    for family in registry.collect():
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == name + "_total":
+                key = sample.labels.get(label, "")
+                totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
+
+
+def histogram_quantile(
+    registry: CollectorRegistry, name: str, quantile: float, **match: str
+) -> tuple[float | None, float]:
+    """Estimate a quantile from a histogram's buckets, the way PromQL's ``histogram_quantile`` does.
+
+    Buckets of every label set matching ``match`` are summed first. Returns the estimate (``None``
+    when there are no observations) and the observation count.
+    """
+    buckets: dict[float, float] = {}
+    for family in registry.collect():
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name != name + "_bucket":
+                continue
+            if any(sample.labels.get(key) != value for key, value in match.items()):
+                continue
+            bound = float(sample.labels["le"])
+            buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    bounds = sorted(buckets)
+    if not bounds or buckets[bounds[-1]] == 0:
+        return None, 0.0
+    total = buckets[bounds[-1]]
+    rank = quantile * total
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if bound == float("inf"):
+                return lower, total
+            share = (rank - below) / (count - below) if count > below else 1.0
+            return lower + (bound - lower) * share, total
+        lower, below = bound, count
+    return lower, total

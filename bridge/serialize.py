@@ -1,0 +1,263 @@
+"""Records to Kafka messages: Avro values per ``schemas/*.avsc``, the symbol as key, context headers.
+
+No Kafka client here: schemas in, bytes out. Decimals are made exact for the schema's scale
+before fastavro sees them, because fastavro refuses a value whose scale exceeds the schema's and
+does not check precision at all: a value that cannot be carried exactly raises
+:class:`NotRepresentable` (it goes to the dead-letter topic) and is never rounded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Context, Decimal, Inexact, InvalidOperation
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+import fastavro
+
+from bridge.errors import MalformedPayload
+from bridge.records import DepthRecord, KlineRecord, MarketRecord, PriceLevel, Stream, TradeRecord
+from bridge.redact import redact
+
+DECIMAL_PRECISION = 38
+DECIMAL_SCALE = 18
+_QUANTUM = Decimal(1).scaleb(-DECIMAL_SCALE)
+_EXACT = Context(prec=DECIMAL_PRECISION, traps=[InvalidOperation, Inexact])
+SINGLE_OBJECT_MARKER = b"\xc3\x01"
+
+WireFormat = Literal["raw", "single-object"]
+DeadLetterStage = Literal["classify", "normalize", "serialize", "produce"]
+
+
+class NotRepresentable(MalformedPayload):
+    """A decimal has more fractional digits or more digits in all than the schema carries."""
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaMessage:
+    """One message ready for the producer, with what the metrics need to measure lag.
+
+    ``stream`` and ``event_time`` are ``None`` for dead letters, which have no market time.
+    """
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    stream: Stream | None
+    business: str | None
+    event_time: datetime | None
+    received_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Something that could not become market data, and why (``schemas/dead_letter.avsc``)."""
+
+    reason: str
+    stage: DeadLetterStage
+    detail: str
+    raw: str
+    received_time: datetime
+    business: str | None = None
+    connection_id: str | None = None
+    target_topic: str | None = None
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """The parsed schema ``schemas/<name>.avsc`` shipped with the package."""
+    text = resources.files("bridge").joinpath("schemas", f"{name}.avsc").read_text(encoding="utf-8")
+    parsed = fastavro.parse_schema(json.loads(text))
+    if not isinstance(parsed, dict):
+        raise TypeError(f"schemas/{name}.avsc is not a record schema")
+    return parsed
+
+
+def exact_decimal(value: Decimal, field: str) -> Decimal:
+    """``value`` at the schema's scale, or :class:`NotRepresentable` if that would change it."""
+    try:
+        return value.quantize(_QUANTUM, context=_EXACT)
+    except (Inexact, InvalidOperation):
+        raise NotRepresentable(
+            "decimal_not_representable",
+            f"{field} needs more than decimal({DECIMAL_PRECISION},{DECIMAL_SCALE})",
+        ) from None
+
+
+def _optional(value: Decimal | None, field: str) -> Decimal | None:
+    return None if value is None else exact_decimal(value, field)
+
+
+def _common(record: MarketRecord) -> dict[str, Any]:
+    provenance = record.provenance
+    return {
+        "symbol": record.symbol,
+        "business": provenance.business,
+        "event_time": record.event_time,
+        "received_time": provenance.received_time,
+        "connection_id": provenance.connection_id,
+        "sequence": provenance.sequence,
+    }
+
+
+def trade_to_avro(record: TradeRecord) -> dict[str, Any]:
+    """The Avro datum of a trade."""
+    datum = _common(record)
+    datum["price"] = exact_decimal(record.price, "price")
+    datum["size"] = exact_decimal(record.size, "size")
+    datum["amount"] = _optional(record.amount, "amount")
+    datum["side"] = record.side.value
+    datum["trade_type"] = record.trade_type
+    return datum
+
+
+def _levels(levels: tuple[PriceLevel, ...], field: str) -> list[dict[str, Decimal]]:
+    return [{"price": exact_decimal(level.price, field), "size": exact_decimal(level.size, field)} for level in levels]
+
+
+def depth_to_avro(record: DepthRecord) -> dict[str, Any]:
+    """The Avro datum of a depth snapshot."""
+    datum = _common(record)
+    datum["bids"] = _levels(record.bids, "bids")
+    datum["asks"] = _levels(record.asks, "asks")
+    return datum
+
+
+def kline_to_avro(record: KlineRecord) -> dict[str, Any]:
+    """The Avro datum of a kline bar."""
+    datum = _common(record)
+    datum["interval"] = record.interval
+    datum["open_time"] = record.open_time
+    for field in ("open", "high", "low", "close", "volume", "amount"):
+        datum[field] = exact_decimal(getattr(record, field), field)
+    datum["change"] = _optional(record.change, "change")
+    datum["change_percent"] = _optional(record.change_percent, "change_percent")
+    return datum
+
+
+_TO_AVRO: Mapping[Stream, Callable[[Any], dict[str, Any]]] = {
+    Stream.TRADE: trade_to_avro,
+    Stream.DEPTH: depth_to_avro,
+    Stream.KLINE: kline_to_avro,
+}
+
+
+def single_object_header(schema: dict[str, Any]) -> bytes:
+    """The Avro single-object prefix: marker 0xC3 0x01 then the schema's CRC-64-AVRO, little-endian."""
+    canonical = fastavro.schema.to_parsing_canonical_form(schema)
+    fingerprint = fastavro.schema.fingerprint(canonical, "CRC-64-AVRO")
+    return SINGLE_OBJECT_MARKER + bytes.fromhex(fingerprint)[::-1]
+
+
+class RecordSerializer:
+    """Encodes records of every stream for their topics in one wire format.
+
+    Args:
+        topics: stream to topic name.
+        wire_format: ``raw`` (plain Avro binary) or ``single-object`` (Avro's single-object
+            encoding, for consumers without a registry).
+    """
+
+    def __init__(
+        self,
+        topics: Mapping[Stream, str],
+        dead_letter_topic: str,
+        *,
+        wire_format: WireFormat = "raw",
+        secrets: tuple[str, ...] = (),
+        dead_letter_max_raw_chars: int = 65_536,
+    ) -> None:
+        self._topics = dict(topics)
+        self._dead_letter_topic = dead_letter_topic
+        self._dead_letter_schema = load_schema("dead_letter")
+        self._secrets = secrets
+        self._max_raw = dead_letter_max_raw_chars
+        self._schemas = {stream: load_schema(stream.value) for stream in Stream}
+        self._prefix = {
+            stream: single_object_header(schema) if wire_format == "single-object" else b""
+            for stream, schema in self._schemas.items()
+        }
+        self._format_header = wire_format.encode()
+
+    def schema(self, stream: Stream) -> dict[str, Any]:
+        """The parsed writer schema of a stream."""
+        return self._schemas[stream]
+
+    def serialize(self, record: MarketRecord) -> KafkaMessage:
+        """One record as a Kafka message.
+
+        Raises:
+            NotRepresentable: a decimal does not fit the schema exactly.
+        """
+        stream = record.stream
+        buffer = io.BytesIO()
+        buffer.write(self._prefix[stream])
+        fastavro.schemaless_writer(buffer, self._schemas[stream], _TO_AVRO[stream](record))
+        provenance = record.provenance
+        received = provenance.received_time
+        return KafkaMessage(
+            topic=self._topics[stream],
+            key=record.symbol.encode("utf-8"),
+            value=buffer.getvalue(),
+            headers=(
+                ("business", provenance.business.encode()),
+                ("stream", stream.value.encode()),
+                ("wire-format", self._format_header),
+                ("received-at", received.isoformat(timespec="microseconds").encode()),
+            ),
+            stream=stream,
+            business=provenance.business,
+            event_time=record.event_time,
+            received_time=received,
+        )
+
+    def serialize_dead_letter(self, letter: DeadLetter) -> KafkaMessage:
+        """A dead letter as a message for the dead-letter topic, the key scrubbed from its text.
+
+        The raw text is cut to the configured limit after scrubbing, so a cut can never leave
+        half a key behind.
+        """
+        raw = redact(letter.raw, self._secrets)
+        detail = redact(letter.detail, self._secrets)
+        truncated = len(raw) > self._max_raw
+        datum = {
+            "reason": letter.reason,
+            "stage": letter.stage,
+            "detail": detail,
+            "business": letter.business,
+            "connection_id": letter.connection_id,
+            "target_topic": letter.target_topic,
+            "received_time": letter.received_time,
+            "raw": raw[: self._max_raw],
+            "raw_length": len(letter.raw),
+            "raw_truncated": truncated,
+        }
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, self._dead_letter_schema, datum)
+        headers = [
+            ("infoway.errors.reason", letter.reason.encode()),
+            ("infoway.errors.stage", letter.stage.encode()),
+            ("infoway.errors.detail", detail.encode()),
+        ]
+        if letter.business is not None:
+            headers.append(("infoway.errors.business", letter.business.encode()))
+        if letter.connection_id is not None:
+            headers.append(("infoway.errors.connection", letter.connection_id.encode()))
+        if letter.target_topic is not None:
+            headers.append(("infoway.errors.target.topic", letter.target_topic.encode()))
+        return KafkaMessage(
+            topic=self._dead_letter_topic,
+            key=letter.business.encode() if letter.business is not None else None,
+            value=buffer.getvalue(),
+            headers=tuple(headers),
+            stream=None,
+            business=letter.business,
+            event_time=None,
+            received_time=letter.received_time,
+        )

@@ -1,0 +1,392 @@
+"""Synthetic market data shaped like the vendor's production pushes, with no I/O and no clock.
+
+Theory of operation
+-------------------
+Every instrument keeps its price as an integer number of ticks and walks it by a few ticks per
+push; sizes are integer multiples of a lot. Decimal strings are built from those integers with
+:class:`~decimal.Decimal` under a context that traps inexact results, so no value ever passes
+through a binary float and ``vw`` is exactly ``p * v`` (protocol page, "Payloads").
+
+The strings mimic the production captures (``../shared/protocol/frames/``), whose scale varies by
+push kind: a crypto trade is trimmed (``"63039"``, ``"63039.01"``), a crypto book pads to eight
+decimals (``"63039.00000000"``) and a crypto bar to five (``"63039.00000"``). Other businesses
+write their native tick scale (``"225.975"`` with whole-share sizes on stock, ``"1.08345"`` on
+forex). A bridge that parses any of these through a float, or assumes one scale, shows it.
+
+Randomness comes from one :class:`random.Random` per instrument, seeded from
+``(seed, business, symbol)``, so a seed reproduces every value whatever order codes are
+subscribed in and however many connections share them. Time is always an argument
+(``now_ms``, epoch milliseconds), which keeps this module testable without an event loop.
+"""
+
+from __future__ import annotations
+
+import calendar
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, InvalidOperation, Overflow
+from typing import Any, TypedDict
+
+import orjson
+
+from bridge.protocol.codes import KlineInterval, ResponseCode
+
+BUSINESSES: tuple[str, ...] = ("stock", "crypto", "common", "japan", "india")
+"""The ``business`` values the simulator serves data for; any other is acked and kept silent."""
+
+DEPTH_LEVELS = 5
+
+# Exact arithmetic: any rounding is a bug here, so make it raise instead of happening quietly.
+_EXACT = Context(prec=60, traps=[Inexact, InvalidOperation, Overflow])
+# The change percent is the one value that is rounded, to two places as the vendor writes it.
+_PERCENT = Context(prec=28, rounding=ROUND_HALF_UP, traps=[InvalidOperation, Overflow])
+_HUNDRED = Decimal(100)
+_TWO_PLACES = Decimal("0.01")
+
+_FIXED_SECONDS: dict[KlineInterval, int] = {
+    KlineInterval.MIN_1: 60,
+    KlineInterval.MIN_5: 300,
+    KlineInterval.MIN_15: 900,
+    KlineInterval.MIN_30: 1800,
+    KlineInterval.HOUR_1: 3600,
+    KlineInterval.HOUR_2: 7200,
+    KlineInterval.HOUR_4: 14400,
+    KlineInterval.DAY_1: 86400,
+}
+_WEEK_SECONDS = 7 * 86400
+# 1970-01-01 was a Thursday: weeks start on the Monday 3 days earlier, -259200 s.
+_FIRST_MONDAY = -3 * 86400
+
+
+class TradePayload(TypedDict):
+    """``data`` of a 10002 push, keys in the production capture's order."""
+
+    p: str
+    s: str
+    t: int
+    td: int
+    v: str
+    vw: str
+
+
+class DepthPayload(TypedDict):
+    """``data`` of a 10005 push: ``a`` asks and ``b`` bids as ``[[prices], [sizes]]`` columns."""
+
+    a: list[list[str]]
+    b: list[list[str]]
+    s: str
+    t: int
+
+
+class KlinePayload(TypedDict):
+    """``data`` of a 10008 push: one bar; ``t`` is the bar start in epoch seconds, as a string."""
+
+    c: str
+    h: str
+    l: str  # noqa: E741 - the vendor's field name
+    o: str
+    pca: str
+    pfr: str
+    s: str
+    t: str
+    ty: int
+    v: str
+    vw: str
+
+
+@dataclass(frozen=True, slots=True)
+class NumberStyle:
+    """How a business writes numbers beyond an instrument's native scale.
+
+    The production crypto captures pad book values to 8 decimals and bar values to 5; padding
+    never drops digits (an instrument finer than the pad keeps its own scale).
+    """
+
+    depth_places: int
+    kline_places: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentSpec:
+    """The fixed facts of one instrument: tick and lot scale, and where its price starts."""
+
+    price_places: int
+    """Decimals of one price tick."""
+    size_places: int
+    """Decimals of one lot; 0 means whole units (shares)."""
+    start_ticks: int
+    """The first price, in ticks."""
+
+    @classmethod
+    def from_price(cls, price: str, size_places: int) -> InstrumentSpec:
+        """A spec whose tick scale is the scale of ``price`` as written (``"225.975"``: 3)."""
+        sign, digits, exponent = Decimal(price).as_tuple()
+        if sign or not isinstance(exponent, int) or exponent > 0:
+            raise ValueError(f"a start price must be a positive plain decimal, not {price!r}")
+        return cls(-exponent, size_places, int("".join(map(str, digits))))
+
+
+@dataclass(frozen=True, slots=True)
+class _Profile:
+    """How one business draws specs for symbols the catalogue does not know."""
+
+    style: NumberStyle
+    magnitudes: tuple[int, int]
+    """Inclusive range of the price's power of ten (``2`` means prices in [100, 1000))."""
+    significant: int
+    """Digits a price carries: the tick scale follows from the magnitude."""
+    size_places: int | None
+    """Fixed lot scale, or ``None`` to scale with the price (cheap coins trade in whole units)."""
+
+
+_PLAIN = NumberStyle(depth_places=0, kline_places=0)
+_PROFILES: dict[str, _Profile] = {
+    "crypto": _Profile(NumberStyle(depth_places=8, kline_places=5), (-2, 4), 7, None),
+    "stock": _Profile(_PLAIN, (1, 2), 6, 0),
+    "common": _Profile(_PLAIN, (0, 0), 6, 2),
+    "japan": _Profile(_PLAIN, (2, 3), 5, 0),
+    "india": _Profile(_PLAIN, (1, 3), 6, 0),
+}
+
+# Realistic starting points for the symbols the protocol page names, so a demo looks familiar.
+_CATALOGUE: dict[str, InstrumentSpec] = {
+    "BTCUSDT": InstrumentSpec.from_price("63039.01", 5),
+    "ETHUSDT": InstrumentSpec.from_price("3120.45", 4),
+    "DOGEUSDT": InstrumentSpec.from_price("0.07933", 0),
+    "EURUSD": InstrumentSpec.from_price("1.08345", 2),
+    "XAUUSD": InstrumentSpec.from_price("2345.67", 2),
+    "AAPL.US": InstrumentSpec.from_price("225.975", 0),
+    "TSLA.US": InstrumentSpec.from_price("248.51", 0),
+    "0700.HK": InstrumentSpec.from_price("385.40", 0),
+    "002594.SZ": InstrumentSpec.from_price("268.88", 0),
+    "600519.SH": InstrumentSpec.from_price("1688.00", 0),
+}
+
+
+def bar_start(interval: KlineInterval, epoch_seconds: int) -> int:
+    """The start (epoch seconds, UTC) of the bar of ``interval`` that contains ``epoch_seconds``.
+
+    Bars up to a day are aligned on UTC multiples of their length; weeks start on Monday 00:00
+    UTC; months, quarters and years on their first day at 00:00 UTC. The vendor's timestamps
+    are plain Unix instants (protocol page, "Timestamps"), so nothing is shifted by UTC+8.
+    """
+    length = _FIXED_SECONDS.get(interval)
+    if length is not None:
+        return epoch_seconds - epoch_seconds % length
+    if interval is KlineInterval.WEEK_1:
+        return epoch_seconds - (epoch_seconds - _FIRST_MONDAY) % _WEEK_SECONDS
+    day = datetime.fromtimestamp(epoch_seconds, tz=UTC)
+    if interval is KlineInterval.MONTH_1:
+        first_month = day.month
+    elif interval is KlineInterval.QUARTER_1:
+        first_month = day.month - (day.month - 1) % 3
+    else:
+        first_month = 1
+    return calendar.timegm((day.year, first_month, 1, 0, 0, 0))
+
+
+def encode_push(code: ResponseCode, payload: TradePayload | DepthPayload | KlinePayload) -> str:
+    """The text frame of a push, compact like the production captures."""
+    frame: dict[str, Any] = {"code": int(code), "data": payload}
+    return orjson.dumps(frame).decode()
+
+
+def plain(value: Decimal) -> str:
+    """``value`` without exponent or trailing zeros: ``63039``, ``63039.01``, ``5000.88387``."""
+    return format(value.normalize(_EXACT), "f")
+
+
+def _percent_text(percent: Decimal) -> str:
+    # A change that rounds away is written 0.00%, never -0.00%.
+    return f"{percent.copy_abs() if percent.is_zero() else percent:f}%"
+
+
+def fixed(value: Decimal, places: int) -> str:
+    """``value`` with at least ``places`` decimals (more if it has more): ``63039.00000000``."""
+    exponent = value.as_tuple().exponent
+    own = -exponent if isinstance(exponent, int) and exponent < 0 else 0
+    return format(value, f".{max(places, own)}f")
+
+
+class Instrument:
+    """One symbol's evolving price, and the pushes built from it.
+
+    Every push moves the price a few ticks first, so trades, books and bars all drift even when
+    only one of the streams is subscribed. Not thread-safe; the server uses one event loop.
+    """
+
+    def __init__(self, symbol: str, spec: InstrumentSpec, style: NumberStyle, rng: random.Random) -> None:
+        self.symbol = symbol
+        self.spec = spec
+        self._style = style
+        self._rng = rng
+        self._ticks = spec.start_ticks
+        # The walk never goes below half the start price, so five book levels stay positive.
+        self._floor_ticks = max(spec.start_ticks // 2, 10 * DEPTH_LEVELS)
+        self._bars: dict[KlineInterval, _Bar] = {}
+
+    @property
+    def price(self) -> Decimal:
+        """The current price, exactly."""
+        return self._price(self._ticks)
+
+    def trade(self, now_ms: int) -> TradePayload:
+        """A trade at the current price; ``t`` is ``now_ms`` and ``vw`` is exactly ``p * v``."""
+        self._step()
+        price = self.price
+        size = self._size(self._lots())
+        side = 0 if self._rng.randrange(20) == 0 else self._rng.choice((1, 2))
+        return {
+            "p": plain(price),
+            "s": self.symbol,
+            "t": now_ms,
+            "td": side,
+            "v": plain(size),
+            "vw": plain(_EXACT.multiply(price, size)),
+        }
+
+    def depth(self, now_ms: int) -> DepthPayload:
+        """Five levels a side around the current price: asks rise from the best ask, bids fall."""
+        self._step()
+        rng = self._rng
+        spread = rng.randint(1, 3)
+        best_bid = self._ticks - rng.randint(0, spread - 1)
+        asks = [best_bid + spread]
+        bids = [best_bid]
+        for _ in range(DEPTH_LEVELS - 1):
+            asks.append(asks[-1] + rng.randint(1, 3))
+            bids.append(bids[-1] - rng.randint(1, 3))
+        places = self._style.depth_places
+        return {
+            "a": self._columns(asks, places),
+            "b": self._columns(bids, places),
+            "s": self.symbol,
+            "t": now_ms,
+        }
+
+    def kline(self, interval: KlineInterval, now_ms: int) -> KlinePayload:
+        """The bar of ``interval`` containing ``now_ms``, updated by one synthetic fill.
+
+        A new bar opens at the current price when the interval rolls over; within a bar the
+        low and high bracket every price seen, so ``l <= o, c <= h`` always holds.
+        """
+        self._step()
+        start = bar_start(interval, now_ms // 1000)
+        bar = self._bars.get(interval)
+        if bar is None or bar.start != start:
+            bar = _Bar(start, self._ticks)
+            self._bars[interval] = bar
+        lots = self._lots()
+        bar.fill(self._ticks, lots, _EXACT.multiply(self.price, self._size(lots)))
+        places = self._style.kline_places
+        open_, close = self._price(bar.open), self._price(bar.close)
+        change = _EXACT.subtract(close, open_)
+        percent = _PERCENT.divide(_PERCENT.multiply(change, _HUNDRED), open_).quantize(_TWO_PLACES, context=_PERCENT)
+        return {
+            "c": fixed(close, places),
+            "h": fixed(self._price(bar.high), places),
+            "l": fixed(self._price(bar.low), places),
+            "o": fixed(open_, places),
+            "pca": fixed(change, places),
+            "pfr": _percent_text(percent),
+            "s": self.symbol,
+            "t": str(start),
+            "ty": int(interval),
+            "v": fixed(self._size(bar.volume_lots), places),
+            "vw": plain(bar.amount),
+        }
+
+    def _step(self) -> None:
+        self._ticks = max(self._floor_ticks, self._ticks + self._rng.randint(-3, 3))
+
+    def _lots(self) -> int:
+        # Mostly small fills, now and then a large one: the top of the range is itself random.
+        return self._rng.randint(1, 10 ** self._rng.randint(0, self.spec.size_places + 2))
+
+    def _price(self, ticks: int) -> Decimal:
+        return Decimal(ticks).scaleb(-self.spec.price_places, _EXACT)
+
+    def _size(self, lots: int) -> Decimal:
+        return Decimal(lots).scaleb(-self.spec.size_places, _EXACT)
+
+    def _columns(self, prices: list[int], places: int) -> list[list[str]]:
+        sizes = [self._size(self._lots()) for _ in prices]
+        return [[fixed(self._price(p), places) for p in prices], [fixed(s, places) for s in sizes]]
+
+
+class _Bar:
+    """One open kline bar in ticks and lots; the amount is kept exactly as a Decimal."""
+
+    __slots__ = ("amount", "close", "high", "low", "open", "start", "volume_lots")
+
+    def __init__(self, start: int, ticks: int) -> None:
+        self.start = start
+        self.open = self.high = self.low = self.close = ticks
+        self.volume_lots = 0
+        self.amount = Decimal(0)
+
+    def fill(self, ticks: int, lots: int, amount: Decimal) -> None:
+        self.close = ticks
+        self.high = max(self.high, ticks)
+        self.low = min(self.low, ticks)
+        self.volume_lots += lots
+        self.amount = _EXACT.add(self.amount, amount)
+
+
+class Market:
+    """Every instrument of one business, created on first use.
+
+    Connections of the same business share a market, as they share the real one: two clients
+    subscribed to ``BTCUSDT`` see one price path.
+    """
+
+    def __init__(self, business: str, seed: int) -> None:
+        """Make an empty market.
+
+        Args:
+            business: one of :data:`BUSINESSES`; it picks the number style and price ranges.
+            seed: with the business and the symbol, fixes every value this market produces.
+
+        Raises:
+            ValueError: for a business the simulator has no data for.
+        """
+        profile = _PROFILES.get(business)
+        if profile is None:
+            raise ValueError(f"no market data for business {business!r}: use one of {', '.join(BUSINESSES)}")
+        self.business = business
+        self._seed = seed
+        self._profile = profile
+        self._instruments: dict[str, Instrument] = {}
+
+    def instrument(self, symbol: str) -> Instrument:
+        """The instrument for ``symbol``, made on first use from the catalogue or the profile."""
+        found = self._instruments.get(symbol)
+        if found is None:
+            rng = random.Random(f"{self._seed}/{self.business}/{symbol}")
+            spec = _CATALOGUE.get(symbol) or self._invent(rng)
+            found = Instrument(symbol, spec, self._profile.style, rng)
+            self._instruments[symbol] = found
+        return found
+
+    def trade_frame(self, symbol: str, now_ms: int) -> str:
+        """A complete 10002 text frame."""
+        return encode_push(ResponseCode.PUSH_TRADE, self.instrument(symbol).trade(now_ms))
+
+    def depth_frame(self, symbol: str, now_ms: int) -> str:
+        """A complete 10005 text frame."""
+        return encode_push(ResponseCode.PUSH_DEPTH, self.instrument(symbol).depth(now_ms))
+
+    def kline_frame(self, symbol: str, interval: KlineInterval, now_ms: int) -> str:
+        """A complete 10008 text frame."""
+        return encode_push(ResponseCode.PUSH_KLINE, self.instrument(symbol).kline(interval, now_ms))
+
+    def _invent(self, rng: random.Random) -> InstrumentSpec:
+        profile = self._profile
+        magnitude = rng.randint(*profile.magnitudes)
+        price_places = max(0, profile.significant - 1 - magnitude)
+        size_places = profile.size_places
+        if size_places is None:
+            size_places = min(max(magnitude + 1, 0), 5)
+        start = rng.randrange(10 ** (profile.significant - 1), 10**profile.significant)
+        return InstrumentSpec(price_places, size_places, start)

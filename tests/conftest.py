@@ -1,0 +1,73 @@
+"""Shared fixtures: a real Kafka broker for the whole session, and the repository's paths.
+
+``kafka_bootstrap`` never skips: it takes ``KAFKA_BOOTSTRAP_SERVERS`` when set, else a
+testcontainers Kafka when a Docker engine answers, else a local KRaft broker started from
+Maven Central jars by ``scripts/kafka-local`` on free ports (stopped at the end of the session).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+KAFKA_LOCAL = REPO / "scripts" / "kafka-local"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        result = subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """The bootstrap address of a real Kafka broker for this test session."""
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if configured:
+        yield configured
+        return
+    if _docker_answers():
+        from testcontainers.community.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
+    port, controller_port = free_port(), free_port()
+    started = subprocess.run(
+        [sys.executable, str(KAFKA_LOCAL), "start", "--port", str(port), "--controller-port", str(controller_port)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if started.returncode != 0:
+        pytest.fail(f"scripts/kafka-local could not start a broker:\n{started.stderr}", pytrace=False)
+    try:
+        yield started.stdout.strip()
+    finally:
+        subprocess.run(
+            [sys.executable, str(KAFKA_LOCAL), "stop", "--port", str(port)],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )

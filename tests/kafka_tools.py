@@ -1,0 +1,80 @@
+"""Reading Kafka back in tests: a real consumer, and values decoded with the Apache ``avro`` package.
+
+The Apache implementation is deliberately not the one the bridge writes with (fastavro), so a
+round trip through it checks the bytes against the schema, not against our own reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import avro.io
+import avro.schema
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def apache_schema(name: str) -> avro.schema.Schema:
+    """``schemas/<name>.avsc`` parsed by the Apache avro package."""
+    return avro.schema.parse((SCHEMAS / f"{name}.avsc").read_text(encoding="utf-8"))
+
+
+def decode(schema: avro.schema.Schema, value: bytes) -> dict[str, Any]:
+    """One raw Avro binary value decoded with the Apache implementation."""
+    reader = avro.io.DatumReader(schema)
+    datum = reader.read(avro.io.BinaryDecoder(io.BytesIO(value)))
+    assert isinstance(datum, dict)
+    return datum
+
+
+async def consume(
+    bootstrap: str, topic: str, count: int, *, timeout: float = 60.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read ``topic`` from the beginning until ``count`` records arrived or ``timeout`` passed."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        metadata_max_age_ms=1000,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(records) < count and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for partition_records in batch.values():
+                records.extend(partition_records)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
+    """Wait until something accepts TCP connections on ``host:port``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+
+
+def read_sent_frames(path: Path) -> list[dict[str, Any]]:
+    """The simulator's record of what it sent: one ``{"business", "frame"}`` object per line."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,114 @@
+"""Helpers for the simulator tests: options, connecting, and reading frames with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from bridge.simulator import Simulator, SimulatorOptions
+
+API_KEY = "test-key"
+WAIT = 3.0
+"""Seconds any awaited frame may take before the test fails instead of hanging."""
+# A plain decimal string as the vendor writes it: digits, an optional fraction, no sign or exponent.
+DECIMAL_TEXT = re.compile(r"\d+(\.\d+)?")
+BASE_OPTIONS = SimulatorOptions(host="127.0.0.1", port=0, api_key=API_KEY, rate=2000.0, seed=7)
+
+
+def sim_options(**overrides: Any) -> SimulatorOptions:
+    """The test defaults (port 0, a known key, a fixed seed) with ``overrides`` applied."""
+    return replace(BASE_OPTIONS, **overrides)
+
+
+def url_for(sim: Simulator, business: str = "crypto", key: str | None = API_KEY) -> str:
+    """The connection URL of ``sim`` for ``business``, with ``key`` (or none)."""
+    query = f"business={business}" + ("" if key is None else f"&apikey={key}")
+    return f"{sim.url}?{query}"
+
+
+@asynccontextmanager
+async def session(sim: Simulator, business: str = "crypto") -> AsyncIterator[ClientConnection]:
+    """A connection past its first frames (the stock greeting and the welcome)."""
+    # An unbounded receive queue keeps the client reading the socket after a test stops calling
+    # recv(), so the closing handshake completes at once instead of after close_timeout.
+    async with connect(url_for(sim, business), max_queue=None) as ws:
+        if business == "stock":
+            assert await recv_text(ws) == "You have permission to subscribe to all market data"
+        assert await recv_json(ws) == {"code": 200, "msg": "ws connect success"}
+        yield ws
+
+
+async def send_request(ws: ClientConnection, code: int, trace: str, data: Any = None) -> None:
+    """Send a client frame shaped as the bridge sends them (``data`` left out when ``None``)."""
+    frame: dict[str, Any] = {"code": code, "trace": trace}
+    if data is not None:
+        frame["data"] = data
+    await ws.send(json.dumps(frame))
+
+
+async def recv_text(ws: ClientConnection) -> str:
+    """The next frame, which must be text and come within :data:`WAIT` seconds."""
+    async with asyncio.timeout(WAIT):
+        message = await ws.recv()
+    assert isinstance(message, str)
+    return message
+
+
+async def recv_json(ws: ClientConnection) -> dict[str, Any]:
+    """The next frame, which must be a JSON object."""
+    parsed = json.loads(await recv_text(ws))
+    assert isinstance(parsed, dict)
+    return parsed
+
+
+async def recv_code(ws: ClientConnection, code: int) -> dict[str, Any]:
+    """The next frame with ``code``, skipping pushes and other frames before it."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            frame = await recv_json(ws)
+            if frame.get("code") == code:
+                return frame
+
+
+async def collect(ws: ClientConnection, code: int, count: int) -> list[dict[str, Any]]:
+    """The ``data`` of the next ``count`` frames with ``code``, skipping others."""
+    found: list[dict[str, Any]] = []
+    async with asyncio.timeout(WAIT):
+        while len(found) < count:
+            frame = await recv_json(ws)
+            if frame.get("code") == code:
+                found.append(frame["data"])
+    return found
+
+
+async def frames_for(ws: ClientConnection, seconds: float) -> list[dict[str, Any]]:
+    """Every JSON frame that arrives within ``seconds``."""
+    found: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        try:
+            async with asyncio.timeout(left):
+                message = await ws.recv()
+        except TimeoutError:
+            break
+        assert isinstance(message, str)
+        found.append(json.loads(message))
+    return found
+
+
+async def eventually(condition: Callable[[], bool]) -> None:
+    """Wait until ``condition()`` holds, polling every 10 ms, for at most :data:`WAIT` seconds.
+
+    The simulator's counters have no change notification, so polling is the honest way to wait.
+    """
+    async with asyncio.timeout(WAIT):
+        while not condition():  # noqa: ASYNC110 - a plain counter has no event to await
+            await asyncio.sleep(0.01)

@@ -1,0 +1,137 @@
+"""``infoway-bridge simulate``: its options, its help, and a real run stopped by SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+
+from bridge.simulator import SimulatorOptions
+from bridge.simulator.cli import add_simulate_arguments, options_from_args
+from tests.simulator.support import WAIT, recv_code, send_request
+
+FLAGS = (
+    "--host",
+    "--port",
+    "--api-key",
+    "--rate",
+    "--depth-rate",
+    "--kline-rate",
+    "--max-pushes",
+    "--max-depth-pushes",
+    "--max-kline-pushes",
+    "--record-sent",
+    "--seed",
+    "--summary-every",
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    """A bare parser with the simulate options, as the main CLI builds its sub-command."""
+    built = argparse.ArgumentParser(prog="simulate")
+    add_simulate_arguments(built)
+    return built
+
+
+def test_help_describes_every_option_and_its_default() -> None:
+    """Each flag has its own help entry in ``--help``, and the entry spells out its default."""
+    text = parser().format_help()
+    assert "Runs until SIGINT or SIGTERM" in " ".join(text.split())
+    options = " ".join(text.partition("options:")[2].split())
+    entries = {
+        entry.split()[0]: entry for entry in re.split(r" (?=--[a-z-]+ [A-Z_]+ )", options) if entry.startswith("--")
+    }
+    assert set(entries) == set(FLAGS)
+    for flag, entry in entries.items():
+        assert "(default: " in entry, flag
+
+
+def test_defaults_are_the_options_defaults() -> None:
+    """No flags give the same options as ``SimulatorOptions()``, bar the random seed."""
+    args = parser().parse_args([])
+    assert options_from_args(args) == replace(SimulatorOptions(), seed=None)
+    assert args.summary_every == 5
+
+
+def test_flags_map_onto_options(tmp_path: Path) -> None:
+    """Every flag lands in the matching option."""
+    record = tmp_path / "sent.jsonl"
+    argv = [
+        "--host=0.0.0.0",
+        "--port=0",
+        "--api-key=k",
+        "--rate=20000",
+        "--depth-rate=10",
+        "--kline-rate=0",
+        "--max-pushes=5",
+        "--max-depth-pushes=6",
+        "--max-kline-pushes=7",
+        f"--record-sent={record}",
+        "--seed=9",
+    ]
+    assert options_from_args(parser().parse_args(argv)) == SimulatorOptions(
+        host="0.0.0.0",  # noqa: S104 - a listening address under test, nothing is bound
+        port=0,
+        api_key="k",
+        rate=20000,
+        depth_rate=10,
+        kline_rate=0,
+        max_pushes=5,
+        max_depth_pushes=6,
+        max_kline_pushes=7,
+        record_sent=record,
+        seed=9,
+    )
+
+
+async def test_a_real_run_serves_records_and_exits_0_on_sigint(tmp_path: Path) -> None:
+    """``python -m bridge.simulator`` logs its URL, serves, flushes the record and exits 0 on SIGINT."""
+    record = tmp_path / "sent.jsonl"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge.simulator",
+        "--port=0",
+        "--api-key=cli-secret-key",
+        "--rate=2000",
+        "--max-pushes=30",
+        "--seed=3",
+        "--summary-every=0.1",
+        f"--record-sent={record}",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(WAIT * 2):
+            while (match := re.search(rb"listening on (ws://\S+/ws)", await process.stderr.readline())) is None:
+                pass
+        url = match.group(1).decode()
+        received: list[str] = []
+        async with connect(f"{url}?business=crypto&apikey=cli-secret-key", max_queue=None) as ws:
+            await send_request(ws, 10000, "t", {"codes": "BTCUSDT"})
+            await recv_code(ws, 10001)
+            async with asyncio.timeout(WAIT):
+                while len(received) < 30:
+                    text = await ws.recv()
+                    assert isinstance(text, str)
+                    received.append(text)
+            await asyncio.sleep(0.25)  # long enough for a summary line
+    finally:
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(WAIT * 2):
+            _, rest = await process.communicate()
+    log = rest.decode()
+    assert process.returncode == 0
+    assert [json.loads(line)["frame"] for line in record.read_text().splitlines()] == received
+    assert "connection 1 open: business=crypto" in log
+    assert "connection 1 closed: business=crypto codes=1" in log
+    assert re.search(r"sent trade=30 \(\d+/s\) depth=0", log)
+    assert "SIGINT received" in log
+    assert "cli-secret-key" not in log
