@@ -11,7 +11,7 @@ decimal strings vary in scale like the production captures. Layers, from pure to
 """
 
 from bridge.simulator.market import BUSINESSES, Market
-from bridge.simulator.server import Simulator, SimulatorOptions, SimulatorStats, redact_apikey
+from bridge.simulator.server import Simulator, SimulatorOptions, SimulatorStats
 from bridge.simulator.session import ClientFrame, ClientInfo
 
 __all__ = [
@@ -22,5 +22,4 @@ __all__ = [
     "Simulator",
     "SimulatorOptions",
     "SimulatorStats",
-    "redact_apikey",
 ]

@@ -37,7 +37,6 @@ import http
 import logging
 import math
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Mapping
@@ -55,12 +54,11 @@ from websockets.http11 import Request, Response
 
 from bridge.protocol.codes import KlineInterval
 from bridge.records import Stream
+from bridge.redact import RedactingFilter, redact
 from bridge.simulator.market import BUSINESSES, Market
 from bridge.simulator.session import GREETING, WELCOME, ClientInfo, answer
 
 logger = logging.getLogger("bridge.simulator")
-
-_APIKEY_VALUE = re.compile(r"(apikey=)[^&\s#]*", re.IGNORECASE)
 
 WS_PATH = "/ws"
 INVALID_KEY_BODY = '{"message":"Invalid API key in request"}'
@@ -251,30 +249,10 @@ class _Recorder:
         self._file.close()
 
 
-def redact_apikey(text: str) -> str:
-    """``text`` safe to log: every ``apikey=`` value becomes ``***``.
-
-    The key travels in the query string and must never appear in a log line (protocol page,
-    "Endpoint and authentication").
-    """
-    return _APIKEY_VALUE.sub(r"\1***", text)
-
-
-class _RedactKeys(logging.Filter):
-    """Redacts API keys in every record of the logger it is attached to."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        redacted = redact_apikey(message)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        return True
-
-
 # websockets logs the request line, query string and all, at DEBUG: its logger is ours, filtered,
 # and quiet below WARNING unless someone lowers it to watch the handshakes.
 _WIRE_LOGGER = logging.getLogger("bridge.simulator.websockets")
-_WIRE_LOGGER.addFilter(_RedactKeys())
+_WIRE_LOGGER.addFilter(RedactingFilter())
 _WIRE_LOGGER.setLevel(logging.WARNING)
 
 
@@ -416,7 +394,7 @@ class Simulator:
 
     def _refuse(self, connection: ServerConnection, request: Request, status: http.HTTPStatus, body: str) -> Response:
         self.stats.handshakes_refused += 1
-        logger.info("handshake refused with %d: %s", status, redact_apikey(request.path))
+        logger.info("handshake refused with %d: %s", status, redact(request.path))
         response = connection.respond(status, body)
         if body.startswith("{"):
             del response.headers["Content-Type"]

@@ -15,7 +15,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bridge.records import Stream
-from bridge.simulator import Simulator, SimulatorOptions, redact_apikey
+from bridge.redact import redact
+from bridge.simulator import Simulator, SimulatorOptions
 from tests.simulator.support import (
     API_KEY,
     DECIMAL_TEXT,
@@ -81,9 +82,9 @@ async def test_keys_never_reach_the_logs_even_at_debug(caplog: pytest.LogCapture
 
 def test_redaction_covers_every_spelling_of_the_key_parameter() -> None:
     """Any ``apikey=`` value in any text is replaced, whatever its position or case."""
-    assert redact_apikey("/ws?apikey=a1&business=stock") == "/ws?apikey=***&business=stock"
-    assert redact_apikey("GET /ws?business=stock&APIKEY=zz HTTP/1.1") == "GET /ws?business=stock&APIKEY=*** HTTP/1.1"
-    assert redact_apikey("/ws?business=stock") == "/ws?business=stock"
+    assert redact("/ws?apikey=a1&business=stock") == "/ws?apikey=***&business=stock"
+    assert redact("GET /ws?business=stock&APIKEY=zz HTTP/1.1") == "GET /ws?business=stock&APIKEY=*** HTTP/1.1"
+    assert redact("/ws?business=stock") == "/ws?business=stock"
 
 
 async def test_welcome_is_the_first_frame() -> None:
