@@ -43,6 +43,7 @@ def build_feeds(
 ) -> list[FeedConnection]:
     """One :class:`FeedConnection` per planned connection, over every configured subscription."""
     source = config.source
+    reconnect = source.reconnect
     api_key = source.api_key.get_secret_value()
     feeds = []
     for entry in source.subscriptions:
@@ -53,12 +54,15 @@ def build_feeds(
             entry.kline_types,
             max_codes_per_connection=source.max_codes_per_connection,
         )
+        stale_after = entry.stale_after_seconds or source.stale_after_seconds
         for plan in plans:
             session = ConnectionSession(
                 plan,
                 budget=FrameBudget(source.frame_limit, source.frame_window_seconds),
                 heartbeat_interval=source.heartbeat_interval_seconds,
+                ack_timeout=source.ack_timeout_seconds,
                 max_frame_bytes=source.max_frame_bytes,
+                stale_after=stale_after,
             )
             feeds.append(
                 FeedConnection(
@@ -68,10 +72,14 @@ def build_feeds(
                     sink.put,
                     metrics,
                     retry=retry
-                    or RetryPolicy(source.reconnect.initial_delay_seconds, source.reconnect.max_delay_seconds),
+                    or RetryPolicy(
+                        reconnect.initial_delay_seconds, reconnect.max_delay_seconds, reconnect.reset_after_seconds
+                    ),
                     clock=clock,
                     open_timeout=source.open_timeout_seconds,
                     secrets=(api_key,),
+                    on_stale=entry.on_stale or source.on_stale,
+                    gap_topic=config.kafka.topics.gap,
                 )
             )
     return feeds
@@ -128,10 +136,12 @@ class Bridge:
             log.info(
                 "producing to Kafka at %s (topics: %s)",
                 self.config.kafka.bootstrap_servers,
-                ", ".join(self.config.kafka.topics.model_dump().values()),
+                ", ".join(topic for topic in self.config.kafka.topics.model_dump().values() if topic),
             )
             return await self._supervise(stop, summary_interval, run_for)
         finally:
+            for feed in self.feeds:
+                await feed.finish()
             undelivered = await self.sink.close()
             await self.health.close()
             self._log_summary(final=True)

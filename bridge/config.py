@@ -45,13 +45,22 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+OnStale = Literal["reconnect", "report"]
+
+
 class SubscriptionConfig(_Frozen):
-    """One entry of ``source.subscriptions``: a business, its codes and the streams wanted."""
+    """One entry of ``source.subscriptions``: a business, its codes and the streams wanted.
+
+    ``stale_after_seconds`` and ``on_stale`` override the ``source`` defaults for this entry,
+    because markets close: a stock feed is silent at night and that is not a fault.
+    """
 
     business: Business
     codes: tuple[str, ...] = Field(min_length=1)
     streams: tuple[Stream, ...] = (Stream.TRADE,)
     kline_types: tuple[KlineInterval, ...] = (KlineInterval.MIN_1,)
+    stale_after_seconds: PositiveSeconds | None = None
+    on_stale: OnStale | None = None
 
     @field_validator("codes", mode="before")
     @classmethod
@@ -81,6 +90,8 @@ class ReconnectConfig(_Frozen):
 
     initial_delay_seconds: PositiveSeconds = 1.0
     max_delay_seconds: PositiveSeconds = 30.0
+    reset_after_seconds: PositiveSeconds = 60.0
+    """A connection that stayed up this long starts the backoff again from the initial delay."""
 
     @model_validator(mode="after")
     def _ordered(self) -> ReconnectConfig:
@@ -101,6 +112,9 @@ class SourceConfig(_Frozen):
     frame_window_seconds: PositiveSeconds = 60.0
     max_frame_bytes: int = Field(1 << 20, ge=1024)
     open_timeout_seconds: PositiveSeconds = 10.0
+    ack_timeout_seconds: PositiveSeconds = 8.0
+    stale_after_seconds: PositiveSeconds = 60.0
+    on_stale: OnStale = "reconnect"
     reconnect: ReconnectConfig = ReconnectConfig()
 
     @field_validator("url")
@@ -127,6 +141,8 @@ class TopicsConfig(_Frozen):
     depth: str = "infoway.depth"
     kline: str = "infoway.kline"
     dead_letter: str = "infoway.dlq"
+    gap: str | None = None
+    """Where gap records go (``schemas/gap.avsc``); off unless set."""
 
     def for_stream(self, stream: Stream) -> str:
         """The topic a stream's records go to."""

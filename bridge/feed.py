@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -47,11 +47,17 @@ from bridge.protocol import (
     normalize_trade,
 )
 from bridge.protocol.events import ServerEvent
-from bridge.records import MarketRecord, Provenance, Stream
-from bridge.redact import redact
+from bridge.records import GapRecord, MarketRecord, Provenance, Stream
+from bridge.redact import RedactingFilter, redact
 from bridge.serialize import DeadLetter, DeadLetterStage, KafkaMessage, RecordSerializer
 
 log = logging.getLogger(__name__)
+
+# websockets logs the request line, query string and key included, at DEBUG. It logs through
+# this logger, whose own filter scrubs the key before any handler (ours, a test's, a library
+# user's) sees the record.
+wire_log = logging.getLogger("bridge.feed.websockets")
+wire_log.addFilter(RedactingFilter())
 
 _NORMALIZERS: Mapping[Stream, Callable[[dict[str, Any], Provenance], MarketRecord]] = {
     Stream.TRADE: normalize_trade,
@@ -132,6 +138,8 @@ class FeedConnection:
         clock: Clock | None = None,
         open_timeout: float = 10.0,
         secrets: tuple[str, ...] = (),
+        on_stale: Literal["reconnect", "report"] = "reconnect",
+        gap_topic: str | None = None,
     ) -> None:
         self.session = session
         self._url = url
@@ -142,11 +150,16 @@ class FeedConnection:
         self._clock = clock or Clock()
         self._open_timeout = open_timeout
         self._secrets = secrets
+        self._on_stale = on_stale
+        self._gap_topic = gap_topic
         self._business = session.plan.business
         self._attempts = 0
         self.connection_id = ""
         self._sequence = 0
         self._wake_writer = asyncio.Event()
+        self._ever_received = False
+        self._last_push_wall: datetime | None = None
+        self._open_gap: tuple[datetime, str, str] | None = None
 
     @property
     def failure(self) -> str | None:
@@ -163,6 +176,8 @@ class FeedConnection:
             self.connection_id = f"{plan.name}#{self._attempts}"
             opened_at = self._clock.monotonic()
             reason = await self._one_connection(stop)
+            if reason != "stopped":
+                self._begin_gap(reason)
             if self.session.state is ConnectionState.FAILED or stop.is_set():
                 return
             if self._clock.monotonic() - opened_at >= self._retry.healthy_after:
@@ -171,8 +186,8 @@ class FeedConnection:
             backoff_attempt += 1
             self._metrics.reconnects.labels(self._business, reason).inc()
             log.warning(
-                "connection %s (business %s) ended: %s; reconnecting in %.1fs",
-                self.connection_id, self._business, reason, delay,
+                "connection %s (business %s) ended: %s; reconnecting in %.1fs (attempt %d)",
+                self.connection_id, self._business, reason, delay, backoff_attempt,
             )  # fmt: skip
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
@@ -187,6 +202,7 @@ class FeedConnection:
                 max_size=max(4 * session.max_frame_bytes, 16 << 20),
                 compression=None,
                 close_timeout=2,
+                logger=wire_log,
             ) as socket:
                 self._sequence = 0
                 session.connection_opened(self._clock.monotonic())
@@ -250,6 +266,10 @@ class FeedConnection:
 
     async def _push(self, push: Push) -> None:
         received = self._clock.wall()
+        self._last_push_wall = received
+        self._ever_received = True
+        if self._open_gap is not None:
+            await self._end_gap(received, resolved=True)
         self._sequence += 1
         provenance = Provenance(self._business, self.connection_id, self._sequence, received)
         try:
@@ -306,10 +326,65 @@ class FeedConnection:
                 log.debug("connection %s: %s subscription acknowledged", self.connection_id, stream)
                 if self.session.subscribed:
                     self._count_subscribed()
+                    self._ever_received = True
+                    if self._open_gap is not None:
+                        await self._end_gap(self._clock.wall(), resolved=True)
             case Notice(text=text) | Welcome(message=text):
                 log.info("connection %s (business %s): vendor says %r", self.connection_id, self._business, text)
             case _:
                 log.debug("connection %s: %r", self.connection_id, event)
+
+    def _stale(self, now: float) -> bool:
+        """Report a silent feed; True when the connection should be replaced."""
+        silent = self.session.silent_for(now)
+        reconnect = self._on_stale == "reconnect"
+        log.warning(
+            "connection %s (business %s): no push for %.0fs on %d codes (a closed market, a wrong business "
+            "or unknown codes look like this); %s",
+            self.connection_id, self._business, silent, len(self.session.plan.codes),
+            "reconnecting (on_stale: reconnect)" if reconnect else "reporting only (on_stale: report)",
+        )  # fmt: skip
+        if reconnect:
+            self.session.reconnect_reason = "stale"
+        return reconnect
+
+    def _begin_gap(self, cause: str) -> None:
+        """Data stopped: from the last push for a stale feed, else from now (the socket's end)."""
+        if self._open_gap is not None or not self._ever_received:
+            return
+        start = self._last_push_wall if cause == "stale" and self._last_push_wall else self._clock.wall()
+        self._open_gap = (start, cause, self.connection_id)
+
+    async def _end_gap(self, end: datetime, *, resolved: bool) -> None:
+        assert self._open_gap is not None
+        start, cause, previous = self._open_gap
+        self._open_gap = None
+        plan = self.session.plan
+        gap = GapRecord(
+            business=self._business,
+            connection=plan.name,
+            codes=plan.codes,
+            streams=tuple(dict.fromkeys(sub.stream for sub in plan.subscriptions)),
+            start=start,
+            end=end,
+            cause=cause,
+            resolved=resolved,
+            previous_connection_id=previous,
+            next_connection_id=self.connection_id if resolved else None,
+        )
+        self._metrics.gap_seconds.labels(self._business).inc(gap.seconds)
+        log.warning(
+            "gap on %s (business %s, %d codes, %s): %s to %s (%.1fs), cause %s%s",
+            plan.name, self._business, len(gap.codes), "/".join(gap.streams), start.isoformat(timespec="milliseconds"),
+            end.isoformat(timespec="milliseconds"), gap.seconds, cause, "" if resolved else ", not resolved",
+        )  # fmt: skip
+        if self._gap_topic is not None:
+            await self._deliver(self._serializer.serialize_gap(gap, self._gap_topic))
+
+    async def finish(self) -> None:
+        """Report a gap still open when the bridge stops (or this connection failed for good)."""
+        if self._open_gap is not None:
+            await self._end_gap(self._clock.wall(), resolved=False)
 
     def _count_subscribed(self) -> None:
         for subscription in self.session.plan.subscriptions:
@@ -322,6 +397,8 @@ class FeedConnection:
             now = self._clock.monotonic()
             for frame in session.frames_to_send(now):
                 await socket.send(frame)
+            if session.became_stale(now) and self._stale(now):
+                return
             wakeup = session.next_wakeup(self._clock.monotonic())
             self._wake_writer.clear()
             timeout = None if wakeup is None else max(wakeup - self._clock.monotonic(), 0.0)

@@ -105,3 +105,28 @@ class KlineRecord:
 
 
 MarketRecord = TradeRecord | DepthRecord | KlineRecord
+
+
+@dataclass(frozen=True, slots=True)
+class GapRecord:
+    """An interval during which a connection's subscriptions were not being received.
+
+    The vendor does not replay what it pushed while the bridge was away, so the bridge reports
+    the hole instead of hiding it (ARCHITECTURE.md, "Guarantees").
+    """
+
+    business: str
+    connection: str
+    codes: tuple[str, ...]
+    streams: tuple[Stream, ...]
+    start: datetime
+    end: datetime
+    cause: str
+    resolved: bool
+    previous_connection_id: str
+    next_connection_id: str | None
+
+    @property
+    def seconds(self) -> float:
+        """The gap's length."""
+        return max((self.end - self.start).total_seconds(), 0.0)

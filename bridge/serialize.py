@@ -21,7 +21,7 @@ from typing import Any, Literal
 import fastavro
 
 from bridge.errors import MalformedPayload
-from bridge.records import DepthRecord, KlineRecord, MarketRecord, PriceLevel, Stream, TradeRecord
+from bridge.records import DepthRecord, GapRecord, KlineRecord, MarketRecord, PriceLevel, Stream, TradeRecord
 from bridge.redact import redact
 
 DECIMAL_PRECISION = 38
@@ -176,6 +176,7 @@ class RecordSerializer:
         self._topics = dict(topics)
         self._dead_letter_topic = dead_letter_topic
         self._dead_letter_schema = load_schema("dead_letter")
+        self._gap_schema = load_schema("gap")
         self._secrets = secrets
         self._max_raw = dead_letter_max_raw_chars
         self._schemas = {stream: load_schema(stream.value) for stream in Stream}
@@ -215,6 +216,33 @@ class RecordSerializer:
             business=provenance.business,
             event_time=record.event_time,
             received_time=received,
+        )
+
+    def serialize_gap(self, gap: GapRecord, topic: str) -> KafkaMessage:
+        """A gap record for the gap topic, keyed by the connection's plan name."""
+        datum = {
+            "business": gap.business,
+            "connection": gap.connection,
+            "codes": list(gap.codes),
+            "streams": [stream.value for stream in gap.streams],
+            "start": gap.start,
+            "end": gap.end,
+            "cause": gap.cause,
+            "resolved": gap.resolved,
+            "previous_connection_id": gap.previous_connection_id,
+            "next_connection_id": gap.next_connection_id,
+        }
+        buffer = io.BytesIO()
+        fastavro.schemaless_writer(buffer, self._gap_schema, datum)
+        return KafkaMessage(
+            topic=topic,
+            key=gap.connection.encode(),
+            value=buffer.getvalue(),
+            headers=(("business", gap.business.encode()), ("cause", gap.cause.encode())),
+            stream=None,
+            business=gap.business,
+            event_time=None,
+            received_time=gap.end,
         )
 
     def serialize_dead_letter(self, letter: DeadLetter) -> KafkaMessage:

@@ -10,6 +10,7 @@ import asyncio
 import io
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,17 @@ def decode(schema: avro.schema.Schema, value: bytes) -> dict[str, Any]:
 
 
 async def consume(
-    bootstrap: str, topic: str, count: int, *, timeout: float = 60.0
+    bootstrap: str,
+    topic: str,
+    count: int,
+    *,
+    timeout: float = 60.0,
+    give_up: Callable[[], bool] = lambda: False,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read ``topic`` from the beginning until ``count`` records arrived or ``timeout`` passed."""
+    """Read ``topic`` from the beginning until ``count`` records arrived, ``timeout`` passed or ``give_up()``.
+
+    ``give_up`` lets a test stop waiting as soon as the process under test has died.
+    """
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -50,7 +59,7 @@ async def consume(
     records: list[ConsumerRecord[bytes, bytes]] = []
     deadline = time.monotonic() + timeout
     try:
-        while len(records) < count and time.monotonic() < deadline:
+        while len(records) < count and time.monotonic() < deadline and not give_up():
             batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
             for partition_records in batch.values():
                 records.extend(partition_records)

@@ -90,6 +90,7 @@ class ConnectionSession:
         ack_timeout: seconds to wait for a subscribe ack before resending (doubles per attempt).
         heartbeat_reserve: frames of the budget subscribes may not use.
         max_frame_bytes: larger frames are classified as garbage.
+        stale_after: seconds without a push after which the feed is stale (``None``: never).
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class ConnectionSession:
         ack_timeout: float = DEFAULT_ACK_TIMEOUT,
         heartbeat_reserve: int = DEFAULT_HEARTBEAT_RESERVE,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        stale_after: float | None = None,
     ) -> None:
         self.plan = plan
         self.budget = budget if budget is not None else FrameBudget()
@@ -108,6 +110,8 @@ class ConnectionSession:
         self.ack_timeout = ack_timeout
         self.heartbeat_reserve = min(heartbeat_reserve, self.budget.limit - 1)
         self.max_frame_bytes = max_frame_bytes
+        self.stale_after = stale_after
+        self._stale_noted = False
         self.state = ConnectionState.IDLE
         self.failure: VendorError | None = None
         self.reconnect_reason: str | None = None
@@ -131,6 +135,7 @@ class ConnectionSession:
         self.opened_at = now
         self.last_push_at = None
         self.reconnect_reason = None
+        self._stale_noted = False
         self._queued = list(self.plan.subscriptions)
         self._outstanding = []
         self._next_heartbeat = now + self.heartbeat_interval
@@ -151,6 +156,7 @@ class ConnectionSession:
         event = classify_frame(frame, max_frame_bytes=self.max_frame_bytes)
         if isinstance(event, Push):
             self.last_push_at = now
+            self._stale_noted = False
         elif isinstance(event, SubscribeAck):
             self._acknowledge(event)
         elif isinstance(event, VendorError):
@@ -220,7 +226,31 @@ class ConnectionSession:
         if self._queued:
             candidates.append(self.budget.next_slot(now, reserve=self.heartbeat_reserve))
         candidates.extend(self._ack_deadline(o) for o in self._outstanding)
+        stale_at = self._stale_at()
+        if stale_at is not None:
+            candidates.append(stale_at)
         return min(candidates)
+
+    def _stale_at(self) -> float | None:
+        reference = self.last_push_at if self.last_push_at is not None else self.opened_at
+        if self.stale_after is None or self._stale_noted or reference is None:
+            return None
+        return reference + self.stale_after
+
+    def became_stale(self, now: float) -> bool:
+        """True once per silent spell: no push for ``stale_after`` seconds on an open socket.
+
+        Silence is counted from the open when no push came at all: the vendor acks a wrong
+        business or an unknown code and then says nothing (protocol page), which is exactly the
+        case to report. A push ends the spell.
+        """
+        if self.state not in (ConnectionState.SUBSCRIBING, ConnectionState.STREAMING):
+            return False
+        stale_at = self._stale_at()
+        if stale_at is None or now < stale_at:
+            return False
+        self._stale_noted = True
+        return True
 
     def silent_for(self, now: float) -> float:
         """Seconds since the last push (or since the socket opened, when none came yet)."""

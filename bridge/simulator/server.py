@@ -26,12 +26,41 @@ A connection on a business without data (any value outside
 ``max_pushes`` counts pushes *reserved* (owed or sent) so the total sent stops at exactly N;
 a reservation is released when the push cannot go (its code was unsubscribed or the socket
 closed first), so another connection can still receive it.
+
+Gateway limits and fault modes
+------------------------------
+What the vendor's gateway decides, and the faults a test can ask for, live in the pure
+:class:`~bridge.simulator.gateway.Gateway`; this module only carries its verdicts out, so
+every fault keeps the one-writer rule:
+
+* the reader passes each client frame to the gateway with the monotonic time of receipt. The
+  frame budget (``frame_limit`` frames per ``frame_window``, on by default at production's 60
+  per minute), the code cap (``max_codes_per_connection``, 600 by default) and the Nth-subscribe
+  faults (``fail_subscribe_nth``: 501 and a cut; ``subscribe_fail_505_nth``: the prefixed 505)
+  come back as a reply and, for a cut, a close directive queued behind it. The sender sends the
+  reply and then closes normally (1000); from the cut on, the reader still reads (so the
+  closing handshake completes) but answers nothing and the pacer owes the connection nothing;
+* the pacer, every tick, asks whether a connection's heartbeat is overdue
+  (``heartbeat_timeout``, from the handshake and then from the last 10010) and queues 513 and a
+  close the same way;
+* the sender, after every push, asks what follows it: a bad frame every ``garbage_every``
+  pushes (recorded with its kind, not counted against ``max_pushes``) and, after
+  ``close_after_pushes``, an abrupt close: once the transport's buffer has drained, so the N
+  pushes are on the wire, the transport is aborted with no close frame, like a network reset.
+  :meth:`Simulator.drop_connections` aborts every connection the same way, at once;
+* the handshake check refuses the first ``refuse_handshakes`` handshakes that carry the right key
+  with ``refuse_handshake_status`` (the vendor's JSON body for 401 and 429), then accepts.
+
+Every client frame, even after a cut, also counts in the key's rolling window, whose peak is
+``stats.max_frames_in_window_per_key``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import enum
 import hmac
 import http
 import logging
@@ -55,14 +84,36 @@ from websockets.http11 import Request, Response
 from bridge.protocol.codes import KlineInterval
 from bridge.records import Stream
 from bridge.redact import RedactingFilter, redact
+from bridge.simulator.gateway import (
+    DEFAULT_FRAME_LIMIT,
+    DEFAULT_FRAME_WINDOW,
+    DEFAULT_MAX_CODES,
+    GarbageKind,
+    Gateway,
+    GatewayRules,
+    Line,
+    garbage_frame,
+)
 from bridge.simulator.market import BUSINESSES, Market
-from bridge.simulator.session import GREETING, WELCOME, ClientInfo, answer
+from bridge.simulator.session import GREETING, WELCOME, ClientInfo
 
 logger = logging.getLogger("bridge.simulator")
 
 WS_PATH = "/ws"
 INVALID_KEY_BODY = '{"message":"Invalid API key in request"}'
 """The body of the 401 that refuses a key (protocol page, "Endpoint and authentication")."""
+TOO_MANY_REQUESTS_BODY = '{"message":"Too many requests"}'
+"""The body of a 429 (plan quota) refusal."""
+_REFUSAL_BODIES = {401: INVALID_KEY_BODY, 429: TOO_MANY_REQUESTS_BODY}
+# Proxy statuses the protocol page names that Python's HTTPStatus does not know.
+_PROXY_PHRASES = {
+    499: "Client Closed Request",
+    520: "Web Server Returned an Unknown Error",
+    521: "Web Server Is Down",
+    522: "Connection Timed Out",
+    523: "Origin Is Unreachable",
+    524: "A Timeout Occurred",
+}
 
 DEFAULT_API_KEY = "demo-key"
 DEFAULT_HOST = "127.0.0.1"
@@ -108,6 +159,26 @@ class SimulatorOptions:
     ``None`` sizes it so a client that keeps up never loses a push (:attr:`backlog_limit`)."""
     close_timeout: float = 2.0
     """Seconds a client gets to answer the closing handshake at shutdown."""
+    close_after_pushes: int | None = None
+    """Abort each connection (no close frame) once it has been sent this many pushes."""
+    heartbeat_timeout: float | None = None
+    """Seconds without a heartbeat (from the handshake, then from the last one) before 513 and a close."""
+    fail_subscribe_nth: int | None = None
+    """The Nth subscribe over the server's life gets 501 and a cut connection."""
+    refuse_handshake_status: int | None = None
+    """Refuse handshakes that carry the right key with this HTTP status (400..599)."""
+    refuse_handshakes: int | None = None
+    """How many handshakes ``refuse_handshake_status`` refuses; ``None``: every one."""
+    subscribe_fail_505_nth: int | None = None
+    """The Nth subscribe over the server's life gets the prefixed 505 and adds nothing."""
+    garbage_every: int | None = None
+    """Send one bad frame after every N pushes of a connection, kinds in turn."""
+    frame_limit: int = DEFAULT_FRAME_LIMIT
+    """Client frames one connection may send in ``frame_window``; more gets 501 and a cut. 0: no limit."""
+    frame_window: float = DEFAULT_FRAME_WINDOW
+    """Seconds of the rolling frame window, enforced or only measured per key."""
+    max_codes_per_connection: int = DEFAULT_MAX_CODES
+    """Distinct codes one connection may hold over all streams; a subscribe past it gets 505. 0: no cap."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -132,6 +203,48 @@ class SimulatorOptions:
             raise ValueError("tick_seconds and close_timeout must be > 0")
         if self.backlog is not None and self.backlog < 1:
             raise ValueError(f"backlog must be >= 1, not {self.backlog}")
+        self._check_faults()
+
+    def _check_faults(self) -> None:
+        for name, count in (
+            ("close_after_pushes", self.close_after_pushes),
+            ("fail_subscribe_nth", self.fail_subscribe_nth),
+            ("refuse_handshakes", self.refuse_handshakes),
+            ("subscribe_fail_505_nth", self.subscribe_fail_505_nth),
+            ("garbage_every", self.garbage_every),
+        ):
+            if count is not None and count < 1:
+                raise ValueError(f"{name} must be >= 1, not {count}")
+        for name, limit in (
+            ("frame_limit", self.frame_limit),
+            ("max_codes_per_connection", self.max_codes_per_connection),
+        ):
+            if limit < 0:
+                raise ValueError(f"{name} must be >= 0, not {limit}")
+        for name, seconds in (("heartbeat_timeout", self.heartbeat_timeout), ("frame_window", self.frame_window)):
+            if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+                raise ValueError(f"{name} must be a finite number > 0, not {seconds}")
+        status = self.refuse_handshake_status
+        if status is not None and not 400 <= status <= 599:
+            raise ValueError(f"refuse_handshake_status must be an HTTP error status 400..599, not {status}")
+        if self.refuse_handshakes is not None and status is None:
+            raise ValueError("refuse_handshakes must come with refuse_handshake_status")
+        if self.fail_subscribe_nth is not None and self.fail_subscribe_nth == self.subscribe_fail_505_nth:
+            raise ValueError("fail_subscribe_nth and subscribe_fail_505_nth must name different subscribes")
+
+    @property
+    def rules(self) -> GatewayRules:
+        """The gateway limits and fault modes of these options."""
+        return GatewayRules(
+            frame_limit=self.frame_limit,
+            frame_window=self.frame_window,
+            max_codes=self.max_codes_per_connection,
+            heartbeat_timeout=self.heartbeat_timeout,
+            fail_subscribe_nth=self.fail_subscribe_nth,
+            subscribe_fail_505_nth=self.subscribe_fail_505_nth,
+            close_after_pushes=self.close_after_pushes,
+            garbage_every=self.garbage_every,
+        )
 
     def rate_of(self, stream: Stream) -> float:
         """The push rate of ``stream`` with the defaults applied."""
@@ -175,6 +288,16 @@ class SimulatorStats:
     pushes_sent: dict[Stream, int] = field(default_factory=lambda: dict.fromkeys(Stream, 0))
     pushes_skipped: int = 0
     """Pushes due to a client whose backlog was full (it did not read fast enough)."""
+    garbage_sent: int = 0
+    """Bad frames sent by ``garbage_every`` (not counted in :attr:`pushes_sent`)."""
+    budget_violations: int = 0
+    """Client frames over the frame budget (each answered 501 and its connection cut)."""
+    max_frames_in_window_per_key: int = 0
+    """The most client frames of the key, over all its connections, in any rolling ``frame_window``."""
+    heartbeat_timeouts: int = 0
+    """Connections cut with 513 by ``heartbeat_timeout``."""
+    connections_aborted: int = 0
+    """Connections aborted without a close frame (``close_after_pushes``, :meth:`Simulator.drop_connections`)."""
 
     @property
     def trades_sent(self) -> int:
@@ -200,18 +323,34 @@ class _Due(NamedTuple):
     interval: KlineInterval | None = None
 
 
+class _Close(enum.Enum):
+    """A directive in a connection's control queue: close (1000) once the replies before it are sent."""
+
+    NORMAL = "normal"
+
+
 class _Client:
     """One open connection: its socket, its public info, and what its sender owes it."""
 
-    def __init__(self, info: ClientInfo, ws: ServerConnection) -> None:
-        self.info = info
+    def __init__(self, line: Line, ws: ServerConnection) -> None:
+        self.line = line
+        self.info = line.info
         self.ws = ws
         self.backlog: deque[_Due] = deque()
         # Control replies are few (one per client frame) but still bounded: when full, the
         # reader waits for room, which stops reading the socket and pushes back on the client.
-        self.control: deque[str] = deque()
+        self.control: deque[str | _Close] = deque()
         self.control_room = asyncio.Event()
         self.wake = asyncio.Event()
+        self.aborted = False
+        self.done = asyncio.Event()
+        """Set once the connection's handler has cleaned up."""
+
+    def cut(self, *frames: str) -> None:
+        """Queue ``frames`` and then a normal close; the gateway has marked the line cut."""
+        self.control.extend(frames)
+        self.control.append(_Close.NORMAL)
+        self.wake.set()
 
 
 class _Lane:
@@ -229,7 +368,11 @@ class _Lane:
 
 
 class _Recorder:
-    """Appends one JSON line per push sent: ``{"business": ..., "frame": <exact text>}``."""
+    """Appends one JSON line per push sent: ``{"business": ..., "frame": <exact text>}``.
+
+    A bad frame of ``garbage_every`` adds ``"garbage": <kind>``, and a binary one is written as
+    its bytes read as latin-1 text.
+    """
 
     def __init__(self, path: Path) -> None:
         self._file: IO[bytes] = path.open("ab")
@@ -237,6 +380,11 @@ class _Recorder:
 
     def write(self, business: str, frame: str) -> None:
         self._file.write(orjson.dumps({"business": business, "frame": frame}) + b"\n")
+        self._dirty = True
+
+    def write_garbage(self, business: str, frame: str | bytes, kind: GarbageKind) -> None:
+        text = frame.decode("latin-1") if isinstance(frame, bytes) else frame
+        self._file.write(orjson.dumps({"business": business, "frame": text, "garbage": kind}) + b"\n")
         self._dirty = True
 
     def flush(self) -> None:
@@ -270,7 +418,9 @@ class Simulator:
             ...  # connect to f"{sim.url}?business=crypto&apikey=demo-key"
 
     :meth:`stop` closes every connection (code 1001), cancels and awaits every task, and
-    flushes the record file; it is idempotent and bounded by ``close_timeout``.
+    flushes the record file; it is idempotent and bounded by ``close_timeout``. The fault modes
+    of :class:`SimulatorOptions` apply from the start; :meth:`drop_connections` is the one fault
+    a test triggers by hand.
     """
 
     def __init__(self, options: SimulatorOptions) -> None:
@@ -287,6 +437,8 @@ class Simulator:
         self._pacer: asyncio.Task[None] | None = None
         self._recorder: _Recorder | None = None
         self._stopped = False
+        self._gateway = Gateway(options.rules)
+        self._faulty_refusals = 0
 
     @property
     def port(self) -> int:
@@ -372,6 +524,28 @@ class Simulator:
             " ".join(f"{stream}={count}" for stream, count in self.stats.pushes_sent.items()),
         )
 
+    async def drop_connections(self) -> int:
+        """Abort every open connection without a close frame, like a network reset.
+
+        Pushes still in a socket's buffers are lost, as they would be. Returns once the dropped
+        connections are cleaned up (:attr:`clients` no longer lists them), or after
+        ``close_timeout`` at worst; safe to cancel.
+
+        Returns:
+            How many connections were dropped.
+        """
+        dropped = [client for client in self._clients.values() if not client.aborted]
+        for client in dropped:
+            self._abort(client)
+        if dropped:
+            self._version += 1
+            logger.info("dropped %d connections without a close frame", len(dropped))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.options.close_timeout):
+                    for client in dropped:
+                        await client.done.wait()
+        return len(dropped)
+
     async def __aenter__(self) -> Self:
         await self.start()
         return self
@@ -390,12 +564,18 @@ class Simulator:
         offered = _first(parse_qs(parts.query), "apikey")
         if offered is None or not hmac.compare_digest(offered.encode(), self.options.api_key.encode()):
             return self._refuse(connection, request, http.HTTPStatus.UNAUTHORIZED, INVALID_KEY_BODY)
+        status, budget = self.options.refuse_handshake_status, self.options.refuse_handshakes
+        if status is not None and (budget is None or self._faulty_refusals < budget):
+            self._faulty_refusals += 1
+            return self._refuse(connection, request, status, _REFUSAL_BODIES.get(status, _phrase(status)))
         return None
 
-    def _refuse(self, connection: ServerConnection, request: Request, status: http.HTTPStatus, body: str) -> Response:
+    def _refuse(self, connection: ServerConnection, request: Request, status: int, body: str) -> Response:
         self.stats.handshakes_refused += 1
         logger.info("handshake refused with %d: %s", status, redact(request.path))
-        response = connection.respond(status, body)
+        # websockets only builds responses for statuses Python knows: proxy ones are patched in.
+        response = connection.respond(http.HTTPStatus.INTERNAL_SERVER_ERROR, body)
+        response = dataclasses.replace(response, status_code=status, reason_phrase=_phrase(status))
         if body.startswith("{"):
             del response.headers["Content-Type"]
             response.headers["Content-Type"] = "application/json"
@@ -409,7 +589,7 @@ class Simulator:
         business = _first(parse_qs(urlsplit(ws.request.path).query), "business") or ""
         info = ClientInfo(self._next_id, business, datetime.now(UTC))
         self._next_id += 1
-        client = _Client(info, ws)
+        client = _Client(self._gateway.open(info, time.monotonic()), ws)
         self._clients[info.id] = client
         self._version += 1
         self.stats.connections += 1
@@ -429,6 +609,7 @@ class Simulator:
             for due in client.backlog:
                 self._lanes[due.stream].reserved -= 1
             client.backlog.clear()
+            client.done.set()
             logger.info(
                 "connection %d closed: business=%s codes=%d frames_received=%d close_code=%s",
                 info.id,
@@ -452,7 +633,12 @@ class Simulator:
                 raise result
 
     async def _read(self, client: _Client) -> None:
-        """Answer every client frame until the socket closes; safe to cancel."""
+        """Answer every client frame until the socket closes; safe to cancel.
+
+        After the gateway cuts the connection it goes on reading, so the closing handshake can
+        complete, but answers nothing.
+        """
+        info = client.info
         async for message in client.ws:
             while len(client.control) >= _CONTROL_LIMIT:
                 client.control_room.clear()
@@ -460,11 +646,18 @@ class Simulator:
             # Applying the frame and queueing its reply happen with no await in between, so an
             # ack always leaves before the first push of what it acknowledges.
             self.stats.frames_received += 1
-            reply = answer(client.info, message, received_at=datetime.now(UTC), monotonic=time.monotonic())
+            verdict = self._gateway.receive(client.line, message, received_at=datetime.now(UTC), now=time.monotonic())
+            self.stats.max_frames_in_window_per_key = self._gateway.key_frames.peak
             # Any frame may have changed subscriptions: the pacer rebuilds its pairs lazily.
             self._version += 1
-            if reply is not None:
-                client.control.append(reply)
+            if verdict.fault == "budget":
+                self.stats.budget_violations += 1
+            if verdict.fault is not None:
+                logger.info("connection %d: %s fault, answered %s", info.id, verdict.fault, verdict.reply)
+            if verdict.close:
+                client.cut(*(() if verdict.reply is None else (verdict.reply,)))
+            elif verdict.reply is not None:
+                client.control.append(verdict.reply)
                 client.wake.set()
 
     async def _send(self, client: _Client) -> None:
@@ -486,6 +679,9 @@ class Simulator:
                 if client.control:
                     reply = client.control.popleft()
                     client.control_room.set()
+                    if reply is _Close.NORMAL:
+                        await ws.close()
+                        return
                     await ws.send(reply)
                     continue
                 if not client.backlog:
@@ -506,6 +702,32 @@ class Simulator:
                 self.stats.pushes_sent[due.stream] += 1
                 if self._recorder is not None:
                     self._recorder.write(info.business, frame)
+                after = self._gateway.pushed(client.line, due.stream, due.code)
+                if after.garbage is not None:
+                    bad = garbage_frame(after.garbage, after.symbol, now_millis())
+                    await ws.send(bad)
+                    self.stats.garbage_sent += 1
+                    if self._recorder is not None:
+                        self._recorder.write_garbage(info.business, bad, after.garbage)
+                if after.abort:
+                    self._version += 1
+                    await self._drain(ws)
+                    self._abort(client)
+                    return
+
+    async def _drain(self, ws: ServerConnection) -> None:
+        """Wait until the transport has handed every byte to the kernel, for ``close_timeout`` at most."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.options.close_timeout):
+                while ws.transport.get_write_buffer_size() > 0:  # noqa: ASYNC110 - asyncio has no drained event
+                    await asyncio.sleep(0.001)
+
+    def _abort(self, client: _Client) -> None:
+        """Cut the TCP connection with no close frame; the handler then cleans up."""
+        client.aborted = True
+        client.line.cut = True
+        self.stats.connections_aborted += 1
+        client.ws.transport.abort()
 
     def _build(self, business: str, due: _Due) -> str:
         market = self._markets.get(business)
@@ -531,8 +753,19 @@ class Simulator:
             elapsed, last = now - last, now
             for lane in self._lanes.values():
                 self._allocate(lane, elapsed)
+            if self.options.heartbeat_timeout is not None:
+                self._check_heartbeats(time.monotonic())
             if self._recorder is not None:
                 self._recorder.flush()
+
+    def _check_heartbeats(self, now: float) -> None:
+        for client in self._clients.values():
+            frame = self._gateway.overdue(client.line, now)
+            if frame is not None:
+                self.stats.heartbeat_timeouts += 1
+                self._version += 1
+                logger.info("connection %d: heartbeat timeout, answered 513 and closing", client.info.id)
+                client.cut(frame)
 
     def _allocate(self, lane: _Lane, elapsed: float) -> None:
         if lane.rate <= 0:
@@ -565,7 +798,7 @@ class Simulator:
         pairs: list[tuple[_Client, _Due]] = []
         for client in self._clients.values():
             info = client.info
-            if not info.serves_data:
+            if not info.serves_data or client.line.cut:
                 continue
             if stream is Stream.TRADE:
                 pairs.extend((client, _Due(stream, code)) for code in info.trades)
@@ -574,6 +807,14 @@ class Simulator:
             else:
                 pairs.extend((client, _Due(stream, code, interval)) for code, interval in info.klines)
         return pairs
+
+
+def _phrase(status: int) -> str:
+    """The reason phrase of an HTTP status, proxy statuses included."""
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return _PROXY_PHRASES.get(status, "Error")
 
 
 def _first(query: Mapping[str, list[str]], name: str) -> str | None:

@@ -13,13 +13,21 @@ argument, nothing here awaits, and bad input never raises: it becomes the vendor
 * A frame that is not a JSON object gets 515 (bare text ``Param not json`` on stock); a missing
   ``data``, ``codes`` or ``arr`` gets 507 and a wrong one 506, as ``{"traceId":..,"code":..,
   "msg":..}`` with the vendor's full-width colon. A refused frame changes nothing.
+* With a code cap (``max_codes``), a subscribe that would leave the connection holding more
+  distinct codes than the cap, over all streams, is refused with the prefixed text frame
+  ``Subscribe fail: {"traceId":..,"code":505,"msg":"Single WS subscribe exceeds the limit 600"}``
+  (``frames/error_505_prefixed.txt``, the number being the cap) and adds nothing.
+
+:func:`answer` is the whole of it; :mod:`bridge.simulator.gateway` uses the pieces it is made of
+(:func:`parse_request`, :func:`note`, :func:`reply_to`) to put the gateway's limits and the fault
+modes in front of the same reply logic.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -35,6 +43,10 @@ GREETING = "You have permission to subscribe to all market data"
 WELCOME = orjson.dumps({"code": int(ResponseCode.WELCOME), "msg": "ws connect success"}).decode()
 """The first JSON frame of every connection (``frames/welcome.json``)."""
 PARAM_NOT_JSON = "Param not json"
+SUBSCRIBE_FAIL_PREFIX = "Subscribe fail: "
+"""The text before the JSON of a refused subscribe (``frames/error_505_prefixed.txt``)."""
+PRODUCTION_CODE_LIMIT = 600
+"""The products one connection may hold in production, as the 505 message states it."""
 
 FRAME_HISTORY = 256
 """Client frames remembered per connection: enough to judge a 60-frames-per-minute budget."""
@@ -49,6 +61,8 @@ _UNSUBSCRIBE: dict[int, Stream] = {
     RequestCode.UNSUBSCRIBE_DEPTH: Stream.DEPTH,
     RequestCode.UNSUBSCRIBE_KLINE: Stream.KLINE,
 }
+SUBSCRIBE_CODES: frozenset[int] = frozenset(_SUBSCRIBE)
+"""The request codes that subscribe (10000, 10003, 10006)."""
 # The vendor's error messages use a full-width colon (U+FF1A, frames/error_507.json).
 _VENDOR_COLON = "\uff1a"
 
@@ -100,12 +114,13 @@ class ClientInfo:
 
 
 class _Refusal(Exception):
-    """A client frame the vendor answers with an error frame (code and message)."""
+    """A client frame the vendor answers with an error frame (code, message, optional text prefix)."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, prefix: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.prefix = prefix
 
     @classmethod
     def lost(cls, name: str) -> _Refusal:
@@ -118,7 +133,9 @@ class _Refusal(Exception):
         return cls(506, f"Param error{_VENDOR_COLON}{name}")
 
 
-def answer(info: ClientInfo, message: str | bytes, *, received_at: datetime, monotonic: float) -> str | None:
+def answer(
+    info: ClientInfo, message: str | bytes, *, received_at: datetime, monotonic: float, max_codes: int = 0
+) -> str | None:
     """Record one client frame, apply it to ``info`` and return the reply frame, if any.
 
     Args:
@@ -126,25 +143,59 @@ def answer(info: ClientInfo, message: str | bytes, *, received_at: datetime, mon
         message: the frame as received, text or binary.
         received_at: aware UTC wall-clock time of receipt.
         monotonic: the monotonic clock at receipt, for budget windows.
+        max_codes: the most distinct codes the connection may hold; 0 means no cap.
 
     Returns:
         The text frame to send back, or ``None`` (a heartbeat that asked for no ack).
     """
-    request = _parse_object(message)
+    request = parse_request(message)
+    note(info, request, received_at=received_at, monotonic=monotonic)
+    return reply_to(info, request, max_codes=max_codes)
+
+
+def parse_request(message: str | bytes) -> dict[str, Any] | None:
+    """The frame as a JSON object, or ``None`` when it is anything else (bad JSON, an array, ...)."""
+    try:
+        parsed: Any = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def request_code(request: Mapping[str, Any] | None) -> int | None:
+    """The integer ``code`` of a parsed request, or ``None`` (missing, a bool, not a number)."""
     code = request.get("code") if request is not None else None
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
+def trace_of(request: Mapping[str, Any] | None) -> str:
+    """The request's ``trace`` when it is a string, else ``""`` (what error frames then echo)."""
+    trace = request.get("trace") if request is not None else None
+    return trace if isinstance(trace, str) else ""
+
+
+def note(info: ClientInfo, request: Mapping[str, Any] | None, *, received_at: datetime, monotonic: float) -> None:
+    """Count one client frame in ``info`` and remember its times and code."""
     info.frames_received += 1
-    info.frames.append(
-        ClientFrame(received_at, monotonic, code if isinstance(code, int) and not isinstance(code, bool) else None)
-    )
+    info.frames.append(ClientFrame(received_at, monotonic, request_code(request)))
+
+
+def reply_to(info: ClientInfo, request: Mapping[str, Any] | None, *, max_codes: int = 0) -> str | None:
+    """Apply a parsed request (``None``: not a JSON object) to ``info`` and return the reply, if any.
+
+    Args:
+        info: the connection's state, changed in place only when the request is accepted.
+        request: the frame as :func:`parse_request` returned it.
+        max_codes: the most distinct codes the connection may hold; 0 means no cap.
+    """
     if request is None:
         # On stock the vendor answers in bare text (protocol page); no trace can be echoed.
         return PARAM_NOT_JSON if info.business == "stock" else error_frame("", 515, PARAM_NOT_JSON)
-    trace = request.get("trace")
-    trace_text = trace if isinstance(trace, str) else ""
+    trace = trace_of(request)
     try:
-        return _apply(info, request, code, trace_text)
+        return _apply(info, request, request.get("code"), trace, max_codes)
     except _Refusal as refusal:
-        return error_frame(trace_text, refusal.code, refusal.message)
+        return refusal.prefix + error_frame(trace, refusal.code, refusal.message)
 
 
 def ack_frame(code: ResponseCode, trace: str) -> str:
@@ -157,7 +208,16 @@ def error_frame(trace: str, code: int, message: str) -> str:
     return orjson.dumps({"traceId": trace, "code": code, "msg": message}).decode()
 
 
-def _apply(info: ClientInfo, request: Mapping[str, Any], code: object, trace: str) -> str | None:
+def subscribe_fail_frame(trace: str, limit: int = PRODUCTION_CODE_LIMIT) -> str:
+    """The 505 refusal of a subscribe, behind its text prefix (``frames/error_505_prefixed.txt``)."""
+    return SUBSCRIBE_FAIL_PREFIX + error_frame(trace, 505, _over_limit_message(limit))
+
+
+def _over_limit_message(limit: int) -> str:
+    return f"Single WS subscribe exceeds the limit {limit}"
+
+
+def _apply(info: ClientInfo, request: Mapping[str, Any], code: object, trace: str, max_codes: int) -> str | None:
     data = request.get("data")
     if code == RequestCode.HEARTBEAT:
         if isinstance(data, Mapping) and data.get("ack") == 1:
@@ -174,14 +234,14 @@ def _apply(info: ClientInfo, request: Mapping[str, Any], code: object, trace: st
     subscribe = _SUBSCRIBE.get(code)
     if subscribe is not None:
         stream, ack = subscribe
-        _subscribe(info, stream, data)
+        _subscribe(info, stream, data, max_codes)
         return ack_frame(ack, trace)
     _unsubscribe(info, _UNSUBSCRIBE[code], data)
     return ack_frame(ResponseCode.UNSUBSCRIBE_ACK, trace)
 
 
-def _subscribe(info: ClientInfo, stream: Stream, data: Mapping[str, Any]) -> None:
-    # Everything is parsed before anything changes, so a refused frame changes nothing.
+def _subscribe(info: ClientInfo, stream: Stream, data: Mapping[str, Any], max_codes: int) -> None:
+    # Everything is parsed and checked before anything changes, so a refused frame changes nothing.
     if stream is Stream.KLINE:
         groups = data.get("arr")
         if groups is None:
@@ -193,11 +253,21 @@ def _subscribe(info: ClientInfo, stream: Stream, data: Mapping[str, Any]) -> Non
             for group in (_mapping(item) for item in groups)
             for code in _codes(group)
         ]
+        _check_cap(info, (code for code, _ in wanted), max_codes)
         info.klines.update(dict.fromkeys(wanted))
-    elif stream is Stream.TRADE:
-        info.trades.update(dict.fromkeys(_codes(data)))
-    else:
-        info.depth.update(dict.fromkeys(_codes(data)))
+        return
+    codes = _codes(data)
+    _check_cap(info, codes, max_codes)
+    table = info.trades if stream is Stream.TRADE else info.depth
+    table.update(dict.fromkeys(codes))
+
+
+def _check_cap(info: ClientInfo, codes: Iterable[str], max_codes: int) -> None:
+    if max_codes <= 0:
+        return
+    held = info.codes
+    if len(held | frozenset(codes)) > max_codes:
+        raise _Refusal(505, _over_limit_message(max_codes), SUBSCRIBE_FAIL_PREFIX)
 
 
 def _unsubscribe(info: ClientInfo, stream: Stream, data: Mapping[str, Any]) -> None:
@@ -215,14 +285,6 @@ def _unsubscribe(info: ClientInfo, stream: Stream, data: Mapping[str, Any]) -> N
         table = info.trades if stream is Stream.TRADE else info.depth
         for code in codes:
             table.pop(code, None)
-
-
-def _parse_object(message: str | bytes) -> dict[str, Any] | None:
-    try:
-        parsed: Any = orjson.loads(message)
-    except orjson.JSONDecodeError:
-        return None
-    return parsed if isinstance(parsed, dict) else None
 
 
 def _mapping(item: object) -> Mapping[str, Any]:

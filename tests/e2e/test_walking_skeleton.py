@@ -78,7 +78,7 @@ metrics:
     environment.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     bridge = spawn([BRIDGE, "run", "--config", str(config), "--summary-interval", "1"], log_path, environment)
     try:
-        records = await consume(kafka_bootstrap, topic, PUSHES, timeout=90)
+        records = await consume(kafka_bootstrap, topic, PUSHES, timeout=90, give_up=lambda: bridge.poll() is not None)
     finally:
         bridge.send_signal(signal.SIGTERM)
         exit_code = bridge.wait(timeout=30)
