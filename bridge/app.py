@@ -18,13 +18,16 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from bridge.config import BridgeConfig
+from bridge.errors import KafkaError
 from bridge.feed import Clock, FeedConnection, RetryPolicy, vendor_url
 from bridge.http import HealthServer
 from bridge.metrics import BridgeMetrics, counter_totals, histogram_quantile
 from bridge.protocol import ConnectionSession, FrameBudget, plan_connections
 from bridge.records import Stream
-from bridge.serialize import RecordSerializer
+from bridge.registry import SchemaRegistryClient
+from bridge.serialize import RecordSerializer, schema_json
 from bridge.sink import KafkaSink
+from bridge.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +105,40 @@ class Bridge:
         self.serializer = RecordSerializer(
             {stream: topics.for_stream(stream) for stream in Stream},
             topics.dead_letter,
+            wire_format=config.serialization.format,
             secrets=(config.source.api_key.get_secret_value(),),
+            dead_letter_max_raw_chars=config.kafka.dead_letter_max_raw_chars,
         )
         self.sink = KafkaSink(config.kafka, self.serializer, self.metrics)
         self.feeds = build_feeds(config, self.serializer, self.sink, self.metrics, retry=retry, clock=clock)
         self.health = HealthServer(self.metrics.registry, self.readiness)
         self.metrics_port: int | None = None
+
+    def schema_topics(self) -> dict[str, str]:
+        """Every topic this configuration writes to, by the name of its schema."""
+        topics = self.config.kafka.topics
+        streams = dict.fromkeys(stream for entry in self.config.source.subscriptions for stream in entry.streams)
+        named = {stream.value: topics.for_stream(stream) for stream in streams}
+        named["dead_letter"] = topics.dead_letter
+        if topics.gap:
+            named["gap"] = topics.gap
+        return named
+
+    def topic_names(self) -> list[str]:
+        """Every topic this configuration writes to: its streams', the dead letters' and the gaps'."""
+        return list(self.schema_topics().values())
+
+    async def _register_schemas(self) -> None:
+        """In ``confluent`` format, register each schema under ``<topic>-value`` and frame with its id."""
+        registry = self.config.serialization.registry
+        if self.config.serialization.format != "confluent" or registry is None:
+            return
+        client = SchemaRegistryClient(registry)
+        ids = {}
+        for name, topic in self.schema_topics().items():
+            ids[name] = await client.register(f"{topic}-value", schema_json(name))
+        self.serializer.use_schema_ids(ids)
+        log.info("schemas registered at %s: %s", registry.url, ", ".join(f"{n}={i}" for n, i in ids.items()))
 
     def readiness(self) -> tuple[bool, str]:
         """Ready when at least one connection is subscribed and the producer is running."""
@@ -132,6 +163,8 @@ class Bridge:
         self.metrics_port = await self.health.start(self.config.metrics.host, self.config.metrics.port)
         log.info("metrics on http://%s:%d/metrics", self.config.metrics.host, self.metrics_port)
         try:
+            await ensure_topics(self.config.kafka, self.topic_names())
+            await self._register_schemas()
             await self.sink.start()
             log.info(
                 "producing to Kafka at %s (topics: %s)",
@@ -150,13 +183,15 @@ class Bridge:
 
     async def _supervise(self, stop: asyncio.Event, summary_interval: float | None, run_for: float | None) -> int:
         feed_tasks = [asyncio.create_task(feed.run(stop), name=f"feed-{feed.session.plan.name}") for feed in self.feeds]
-        helpers = []
+        helpers: list[asyncio.Task[Any]] = []
         if summary_interval:
             helpers.append(asyncio.create_task(self._summaries(summary_interval), name="summary"))
         if run_for is not None:
             helpers.append(asyncio.create_task(_set_after(stop, run_for), name="run-for"))
         stopper = asyncio.create_task(stop.wait(), name="stop")
-        watched: set[asyncio.Future[Any]] = {*feed_tasks, stopper}
+        sink_failed = asyncio.create_task(self.sink.broken.wait(), name="sink-failed")
+        helpers.append(sink_failed)
+        watched: set[asyncio.Future[Any]] = {*feed_tasks, stopper, sink_failed}
         try:
             while not stop.is_set() and not all(task.done() for task in feed_tasks):
                 done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
@@ -164,6 +199,8 @@ class Bridge:
                     error = None if task is stopper else task.exception()
                     if error is not None:
                         raise error
+                if sink_failed in done:
+                    raise KafkaError(f"the Kafka sink failed: {self.sink.failure}")
         finally:
             stop.set()
             for task in helpers:

@@ -150,18 +150,137 @@ class TopicsConfig(_Frozen):
         return topic
 
 
+class TopicCreationConfig(_Frozen):
+    """How topics are created at start when ``kafka.create_topics`` is on.
+
+    ``replication_factor: -1`` takes the broker's ``default.replication.factor``, which is right
+    both for a one-broker development cluster and for a production one.
+    """
+
+    partitions: int = Field(6, ge=1)
+    replication_factor: int = Field(-1, ge=-1)
+    config: dict[str, str] = Field(
+        default_factory=lambda: {"retention.ms": str(7 * 24 * 3600 * 1000), "cleanup.policy": "delete"}
+    )
+
+    @field_validator("replication_factor")
+    @classmethod
+    def _not_zero(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("use -1 for the broker's default or a positive number of replicas")
+        return value
+
+
+class SaslConfig(_Frozen):
+    """SASL credentials; the password from here, from ``password_file``, or from ``${VAR}``."""
+
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    username: str
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_password(self) -> SaslConfig:
+        if (self.password is None) == (self.password_file is None):
+            raise ValueError("give exactly one of password or password_file")
+        return self
+
+    def resolved_password(self) -> str:
+        """The password, read from ``password_file`` when that is how it was given."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        assert self.password_file is not None
+        try:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"kafka.sasl.password_file: cannot read {self.password_file}: {exc.strerror}") from exc
+
+
+class TlsConfig(_Frozen):
+    """Files for TLS to the brokers: a CA to trust, and a client certificate for mutual TLS."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    key_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file {path}")
+        return self
+
+
+class RegistryConfig(_Frozen):
+    """A Confluent-compatible schema registry (Confluent, Apicurio's ccompat API, Karapace)."""
+
+    url: str
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    timeout_seconds: PositiveSeconds = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/?#]+", value):
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+
+class SerializationConfig(_Frozen):
+    """How record values are framed on the wire.
+
+    ``raw`` (the default): plain Avro binary, which Flink's ``avro`` format and Spark's
+    ``from_avro`` read as they are; ``confluent``: magic byte 0 and a 4-byte schema id from the
+    registry (subjects ``<topic>-value``); ``single-object``: Avro's single-object encoding (0xC3
+    0x01 and the schema's CRC-64-AVRO fingerprint), self-describing without a registry.
+    """
+
+    format: Literal["raw", "single-object", "confluent"] = "raw"
+    registry: RegistryConfig | None = None
+
+    @model_validator(mode="after")
+    def _registry_for_confluent(self) -> SerializationConfig:
+        if self.format == "confluent" and self.registry is None:
+            raise ValueError("format confluent needs serialization.registry.url")
+        return self
+
+
 class KafkaConfig(_Frozen):
     """The broker side. The producer is always idempotent with ``acks=all``."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
     client_id: str = "infoway-bridge"
     topics: TopicsConfig = TopicsConfig()
+    create_topics: bool = True
+    topic_creation: TopicCreationConfig = TopicCreationConfig()
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl: SaslConfig | None = None
+    tls: TlsConfig | None = None
+    dead_letter_max_raw_chars: int = Field(65_536, ge=256)
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     linger_ms: int = Field(5, ge=0)
     max_batch_bytes: int = Field(1 << 20, ge=1024)
     request_timeout_seconds: PositiveSeconds = 30.0
     queue_max_records: int = Field(100_000, ge=100)
     flush_timeout_seconds: PositiveSeconds = 15.0
+    delivery_timeout_seconds: PositiveSeconds = 120.0
+    """How long one batch may wait for the broker before the sink retries it (the broker may be down)."""
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> KafkaConfig:
+        if self.security_protocol.startswith("SASL") and self.sasl is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs kafka.sasl")
+        if not self.security_protocol.startswith("SASL") and self.sasl is not None:
+            raise ValueError("kafka.sasl is set but security_protocol is not SASL_PLAINTEXT or SASL_SSL")
+        if self.tls is not None and not self.security_protocol.endswith("SSL"):
+            raise ValueError("kafka.tls is set but security_protocol is not SSL or SASL_SSL")
+        return self
 
 
 class MetricsConfig(_Frozen):
@@ -176,6 +295,7 @@ class BridgeConfig(_Frozen):
 
     source: SourceConfig
     kafka: KafkaConfig = KafkaConfig()
+    serialization: SerializationConfig = SerializationConfig()
     metrics: MetricsConfig = MetricsConfig()
 
 

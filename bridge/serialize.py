@@ -30,7 +30,8 @@ _QUANTUM = Decimal(1).scaleb(-DECIMAL_SCALE)
 _EXACT = Context(prec=DECIMAL_PRECISION, traps=[InvalidOperation, Inexact])
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 
-WireFormat = Literal["raw", "single-object"]
+WireFormat = Literal["raw", "single-object", "confluent"]
+CONFLUENT_MAGIC = b"\x00"
 DeadLetterStage = Literal["classify", "normalize", "serialize", "produce"]
 
 
@@ -69,11 +70,21 @@ class DeadLetter:
     target_topic: str | None = None
 
 
+SCHEMA_NAMES = ("trade", "depth", "kline", "dead_letter", "gap")
+
+
+@cache
+def schema_json(name: str) -> dict[str, Any]:
+    """``schemas/<name>.avsc`` as written (what a registry should store), from the installed package."""
+    text = resources.files("bridge").joinpath("schemas", f"{name}.avsc").read_text(encoding="utf-8")
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
 @cache
 def load_schema(name: str) -> dict[str, Any]:
-    """The parsed schema ``schemas/<name>.avsc`` shipped with the package."""
-    text = resources.files("bridge").joinpath("schemas", f"{name}.avsc").read_text(encoding="utf-8")
-    parsed = fastavro.parse_schema(json.loads(text))
+    """The schema ``schemas/<name>.avsc`` parsed by fastavro, for writing."""
+    parsed = fastavro.parse_schema(schema_json(name))
     if not isinstance(parsed, dict):
         raise TypeError(f"schemas/{name}.avsc is not a record schema")
     return parsed
@@ -180,11 +191,27 @@ class RecordSerializer:
         self._secrets = secrets
         self._max_raw = dead_letter_max_raw_chars
         self._schemas = {stream: load_schema(stream.value) for stream in Stream}
-        self._prefix = {
-            stream: single_object_header(schema) if wire_format == "single-object" else b""
-            for stream, schema in self._schemas.items()
-        }
-        self._format_header = wire_format.encode()
+        self._wire_format = wire_format
+        self._prefix: dict[str, bytes] = {}
+        self._schema_headers: dict[str, tuple[tuple[str, bytes], ...]] = {}
+        for name in SCHEMA_NAMES:
+            schema = load_schema(name)
+            fingerprint = single_object_header(schema)[2:][::-1].hex()
+            self._prefix[name] = single_object_header(schema) if wire_format == "single-object" else b""
+            self._schema_headers[name] = (
+                ("wire-format", wire_format.encode()),
+                ("schema", str(schema["name"]).encode()),
+                ("schema-fingerprint", fingerprint.encode()),
+            )
+
+    def use_schema_ids(self, ids: Mapping[str, int]) -> None:
+        """Frame values as Confluent does: magic byte 0, then the registry's 4-byte schema id.
+
+        Called once at start, before any record, with the id of every schema name in use.
+        """
+        for name, schema_id in ids.items():
+            self._prefix[name] = CONFLUENT_MAGIC + schema_id.to_bytes(4, "big")
+            self._schema_headers[name] = (*self._schema_headers[name], ("schema-id", str(schema_id).encode()))
 
     def schema(self, stream: Stream) -> dict[str, Any]:
         """The parsed writer schema of a stream."""
@@ -198,7 +225,7 @@ class RecordSerializer:
         """
         stream = record.stream
         buffer = io.BytesIO()
-        buffer.write(self._prefix[stream])
+        buffer.write(self._prefix[stream.value])
         fastavro.schemaless_writer(buffer, self._schemas[stream], _TO_AVRO[stream](record))
         provenance = record.provenance
         received = provenance.received_time
@@ -209,8 +236,8 @@ class RecordSerializer:
             headers=(
                 ("business", provenance.business.encode()),
                 ("stream", stream.value.encode()),
-                ("wire-format", self._format_header),
                 ("received-at", received.isoformat(timespec="microseconds").encode()),
+                *self._schema_headers[stream.value],
             ),
             stream=stream,
             business=provenance.business,
@@ -232,13 +259,14 @@ class RecordSerializer:
             "previous_connection_id": gap.previous_connection_id,
             "next_connection_id": gap.next_connection_id,
         }
-        buffer = io.BytesIO()
+        buffer = io.BytesIO(self._prefix["gap"])
+        buffer.seek(0, io.SEEK_END)
         fastavro.schemaless_writer(buffer, self._gap_schema, datum)
         return KafkaMessage(
             topic=topic,
             key=gap.connection.encode(),
             value=buffer.getvalue(),
-            headers=(("business", gap.business.encode()), ("cause", gap.cause.encode())),
+            headers=(("business", gap.business.encode()), ("cause", gap.cause.encode()), *self._schema_headers["gap"]),
             stream=None,
             business=gap.business,
             event_time=None,
@@ -266,7 +294,8 @@ class RecordSerializer:
             "raw_length": len(letter.raw),
             "raw_truncated": truncated,
         }
-        buffer = io.BytesIO()
+        buffer = io.BytesIO(self._prefix["dead_letter"])
+        buffer.seek(0, io.SEEK_END)
         fastavro.schemaless_writer(buffer, self._dead_letter_schema, datum)
         headers = [
             ("infoway.errors.reason", letter.reason.encode()),
@@ -283,7 +312,7 @@ class RecordSerializer:
             topic=self._dead_letter_topic,
             key=letter.business.encode() if letter.business is not None else None,
             value=buffer.getvalue(),
-            headers=tuple(headers),
+            headers=(*headers, *self._schema_headers["dead_letter"]),
             stream=None,
             business=letter.business,
             event_time=None,

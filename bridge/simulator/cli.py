@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bridge.records import Stream
+from bridge.simulator.gateway import DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_WINDOW, DEFAULT_MAX_CODES
 from bridge.simulator.server import (
     DEFAULT_API_KEY,
     DEFAULT_HOST,
@@ -29,9 +30,17 @@ DESCRIPTION = (
     "Serve the vendor's WebSocket protocol locally at ws://HOST:PORT/ws?business=<stock|crypto|common|"
     "japan|india>&apikey=KEY: a wrong key is refused with HTTP 401, subscriptions are acked with their "
     "trace, and every subscribed code gets synthetic trades, depth and klines shaped like the production "
-    "frames until it is unsubscribed. Runs until SIGINT or SIGTERM."
+    "frames until it is unsubscribed. Like the gateway it enforces 60 client frames per minute per "
+    "connection (501 and a cut) and 600 codes per connection (505). Fault modes, all off unless asked: "
+    "abrupt disconnects (--close-after), heartbeat timeouts (513), a failing Nth subscribe (501 or 505), "
+    "refused handshakes (401, 429, 5xx) and bad frames among the pushes (--garbage-every). "
+    "Runs until SIGINT or SIGTERM."
 )
-EPILOG = "example: infoway-bridge simulate --port 8765 --rate 1000 --api-key demo-key --seed 7 --record-sent sent.jsonl"
+EPILOG = (
+    "examples: infoway-bridge simulate --port 8765 --rate 1000 --api-key demo-key --seed 7 --record-sent sent.jsonl; "
+    "a flaky feed: infoway-bridge simulate --close-after 5000 --garbage-every 1000 --refuse-handshake 503 "
+    "--refuse-handshakes 2 --heartbeat-timeout 45"
+)
 DEFAULT_SUMMARY_SECONDS = 5.0
 
 
@@ -97,13 +106,92 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         "--record-sent",
         type=Path,
         metavar="FILE",
-        help='append one JSON line per push sent, {"business": ..., "frame": "<the exact text>"}, '
+        help='append one JSON line per push sent, {"business": ..., "frame": "<the exact text>"}, and per '
+        'bad frame of --garbage-every the same with "garbage": <kind> (a binary frame as latin-1 text), '
         "flushed every 10 ms and at shutdown (default: no record)",
     )
     parser.add_argument(
         "--seed",
         type=int,
         help="seed of the prices and sizes, for a reproducible run (default: a random seed, shown in the start line)",
+    )
+    faults = parser.add_argument_group(
+        "gateway limits and fault modes",
+        "The limits are on by default, as in production; every fault is off unless asked for.",
+    )
+    faults.add_argument(
+        "--frame-limit",
+        type=_count,
+        default=DEFAULT_FRAME_LIMIT,
+        metavar="N",
+        help="client frames (subscribes, unsubscribes, heartbeats, anything) one connection may send in "
+        "--frame-window seconds; the frame past it gets error 501 and the connection is closed; 0 turns "
+        "enforcement off (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--frame-window",
+        type=_seconds,
+        default=DEFAULT_FRAME_WINDOW,
+        metavar="SECONDS",
+        help="the rolling window of --frame-limit, also used to measure the most frames per key (default: %(default)g)",
+    )
+    faults.add_argument(
+        "--max-codes-per-connection",
+        type=_count,
+        default=DEFAULT_MAX_CODES,
+        metavar="N",
+        help="distinct codes one connection may hold over all streams; a subscribe past it is refused with "
+        "'Subscribe fail:' and error 505 and adds nothing; 0 means no cap (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--close-after",
+        type=_positive,
+        metavar="N",
+        help="abort each connection, with no WebSocket close frame, once it has been sent N pushes; "
+        "every connection gets its own N (default: never)",
+    )
+    faults.add_argument(
+        "--heartbeat-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="send error 513 and close a connection that sent no heartbeat (10010) for this long, counted "
+        "from the handshake and then from its last heartbeat (default: off)",
+    )
+    faults.add_argument(
+        "--fail-subscribe-nth",
+        type=_positive,
+        metavar="N",
+        help="answer the Nth subscribe the server receives, over all connections, with error 501 and close "
+        "that connection; only that one (default: off)",
+    )
+    faults.add_argument(
+        "--subscribe-fail-505-nth",
+        type=_positive,
+        metavar="N",
+        help="answer the Nth subscribe the server receives with 'Subscribe fail:' and error 505, adding none "
+        "of its codes; the connection stays open (default: off)",
+    )
+    faults.add_argument(
+        "--refuse-handshake",
+        type=_status,
+        metavar="STATUS",
+        help="refuse handshakes that carry the right key with this HTTP status (401 and 429 with the "
+        "vendor's JSON body) (default: off)",
+    )
+    faults.add_argument(
+        "--refuse-handshakes",
+        type=_positive,
+        metavar="K",
+        help="refuse only the first K such handshakes, then accept (default: every handshake while "
+        "--refuse-handshake is set)",
+    )
+    faults.add_argument(
+        "--garbage-every",
+        type=_positive,
+        metavar="N",
+        help="after every N pushes on a connection send one bad frame, in turn: text that is not JSON, "
+        "truncated JSON, a binary frame, an unknown code, a trade whose price is not a number; recorded "
+        'with "garbage": <kind> (default: off)',
     )
     parser.add_argument(
         "--summary-every",
@@ -132,6 +220,16 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
         max_kline_pushes=args.max_kline_pushes,
         record_sent=args.record_sent,
         seed=args.seed,
+        close_after_pushes=args.close_after,
+        heartbeat_timeout=args.heartbeat_timeout,
+        fail_subscribe_nth=args.fail_subscribe_nth,
+        refuse_handshake_status=args.refuse_handshake,
+        refuse_handshakes=args.refuse_handshakes,
+        subscribe_fail_505_nth=args.subscribe_fail_505_nth,
+        garbage_every=args.garbage_every,
+        frame_limit=args.frame_limit,
+        frame_window=args.frame_window,
+        max_codes_per_connection=args.max_codes_per_connection,
     )
 
 
@@ -204,11 +302,19 @@ async def _summarize(sim: Simulator, every: float) -> None:
         per_stream = " ".join(
             f"{stream}={sent[stream]} ({(sent[stream] - last_sent[stream]) / elapsed:.0f}/s)" for stream in Stream
         )
+        stats = sim.stats
         logger.info(
-            "sent %s; connections=%d skipped_slow_client=%d",
+            "sent %s; connections=%d skipped_slow_client=%d garbage=%d aborted=%d budget_violations=%d "
+            "heartbeat_timeouts=%d handshakes_refused=%d max_frames_in_window=%d",
             per_stream,
-            sim.stats.connections,
-            sim.stats.pushes_skipped,
+            stats.connections,
+            stats.pushes_skipped,
+            stats.garbage_sent,
+            stats.connections_aborted,
+            stats.budget_violations,
+            stats.heartbeat_timeouts,
+            stats.handshakes_refused,
+            stats.max_frames_in_window_per_key,
         )
         last_time, last_sent = now, sent
 
@@ -224,6 +330,27 @@ def _count(text: str) -> int:
     value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
+
+
+def _status(text: str) -> int:
+    value = _integer(text)
+    if not 400 <= value <= 599:
+        raise argparse.ArgumentTypeError(f"an HTTP error status is 400..599, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = _rate(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
     return value
 
 

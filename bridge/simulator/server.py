@@ -723,7 +723,9 @@ class Simulator:
                     await asyncio.sleep(0.001)
 
     def _abort(self, client: _Client) -> None:
-        """Cut the TCP connection with no close frame; the handler then cleans up."""
+        """Cut the TCP connection with no close frame; the handler then cleans up. Idempotent."""
+        if client.aborted:
+            return
         client.aborted = True
         client.line.cut = True
         self.stats.connections_aborted += 1

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from bridge.simulator import Simulator, SimulatorOptions
 
@@ -112,3 +113,25 @@ async def eventually(condition: Callable[[], bool]) -> None:
     async with asyncio.timeout(WAIT):
         while not condition():  # noqa: ASYNC110 - a plain counter has no event to await
             await asyncio.sleep(0.01)
+
+
+async def read_until_closed(ws: ClientConnection) -> tuple[list[str | bytes], ConnectionClosed]:
+    """Every frame, text or binary, until the connection closes, and the exception that said so."""
+    frames: list[str | bytes] = []
+    async with asyncio.timeout(WAIT):
+        while True:
+            try:
+                frames.append(await ws.recv())
+            except ConnectionClosed as closed:
+                return frames, closed
+
+
+def is_push(frame: str | bytes) -> bool:
+    """Whether a frame is a well-formed trade, depth or kline push."""
+    if not isinstance(frame, str) or not frame.startswith("{"):
+        return False
+    try:
+        parsed = json.loads(frame)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(parsed, dict) and parsed.get("code") in (10002, 10005, 10008) and parsed["data"].get("p") != "abc"

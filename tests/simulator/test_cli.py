@@ -11,6 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from websockets.asyncio.client import connect
 
 from bridge.simulator import SimulatorOptions
@@ -30,6 +31,16 @@ FLAGS = (
     "--record-sent",
     "--seed",
     "--summary-every",
+    "--frame-limit",
+    "--frame-window",
+    "--max-codes-per-connection",
+    "--close-after",
+    "--heartbeat-timeout",
+    "--fail-subscribe-nth",
+    "--subscribe-fail-505-nth",
+    "--refuse-handshake",
+    "--refuse-handshakes",
+    "--garbage-every",
 )
 
 
@@ -44,9 +55,9 @@ def test_help_describes_every_option_and_its_default() -> None:
     """Each flag has its own help entry in ``--help``, and the entry spells out its default."""
     text = parser().format_help()
     assert "Runs until SIGINT or SIGTERM" in " ".join(text.split())
-    options = " ".join(text.partition("options:")[2].split())
+    options = " ".join(text.partition("options:")[2].partition("examples:")[0].split())
     entries = {
-        entry.split()[0]: entry for entry in re.split(r" (?=--[a-z-]+ [A-Z_]+ )", options) if entry.startswith("--")
+        entry.split()[0]: entry for entry in re.split(r" (?=--[a-z0-9-]+ [A-Z_]+ )", options) if entry.startswith("--")
     }
     assert set(entries) == set(FLAGS)
     for flag, entry in entries.items():
@@ -58,6 +69,8 @@ def test_defaults_are_the_options_defaults() -> None:
     args = parser().parse_args([])
     assert options_from_args(args) == replace(SimulatorOptions(), seed=None)
     assert args.summary_every == 5
+    defaults = options_from_args(args)
+    assert (defaults.frame_limit, defaults.frame_window, defaults.max_codes_per_connection) == (60, 60.0, 600)
 
 
 def test_flags_map_onto_options(tmp_path: Path) -> None:
@@ -75,6 +88,16 @@ def test_flags_map_onto_options(tmp_path: Path) -> None:
         "--max-kline-pushes=7",
         f"--record-sent={record}",
         "--seed=9",
+        "--close-after=100",
+        "--heartbeat-timeout=2.5",
+        "--fail-subscribe-nth=3",
+        "--refuse-handshake=429",
+        "--refuse-handshakes=2",
+        "--subscribe-fail-505-nth=4",
+        "--garbage-every=10",
+        "--frame-limit=0",
+        "--frame-window=1.5",
+        "--max-codes-per-connection=50",
     ]
     assert options_from_args(parser().parse_args(argv)) == SimulatorOptions(
         host="0.0.0.0",  # noqa: S104 - a listening address under test, nothing is bound
@@ -88,7 +111,46 @@ def test_flags_map_onto_options(tmp_path: Path) -> None:
         max_kline_pushes=7,
         record_sent=record,
         seed=9,
+        close_after_pushes=100,
+        heartbeat_timeout=2.5,
+        fail_subscribe_nth=3,
+        refuse_handshake_status=429,
+        refuse_handshakes=2,
+        subscribe_fail_505_nth=4,
+        garbage_every=10,
+        frame_limit=0,
+        frame_window=1.5,
+        max_codes_per_connection=50,
     )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--close-after=0"],
+        ["--garbage-every=-1"],
+        ["--fail-subscribe-nth=x"],
+        ["--refuse-handshake=200"],
+        ["--refuse-handshake=600"],
+        ["--heartbeat-timeout=0"],
+        ["--frame-window=nan"],
+        ["--frame-limit=-1"],
+        ["--max-codes-per-connection=-5"],
+    ],
+)
+def test_fault_flags_refuse_nonsense_at_parse_time(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """A count below 1, a status outside 400..599 or a non-positive duration is a usage error (exit 2)."""
+    with pytest.raises(SystemExit) as exited:
+        parser().parse_args(argv)
+    assert exited.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_help_mentions_the_fault_modes() -> None:
+    """The description and the example name the limits and the fault flags."""
+    text = " ".join(parser().format_help().split())
+    for needle in ("60 client frames per minute", "600 codes per connection", "--close-after", "--garbage-every"):
+        assert needle in text
 
 
 async def test_a_real_run_serves_records_and_exits_0_on_sigint(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 import bridge.simulator
 
 PACKAGE = Path(bridge.simulator.__file__).parent
-PURE = ("market.py", "session.py")
+PURE = ("market.py", "session.py", "gateway.py")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -33,8 +33,8 @@ def test_simulator_uses_only_the_protocol_and_records_of_the_project(path: Path)
 
 
 @pytest.mark.parametrize("name", PURE)
-def test_market_and_session_do_no_io(name: str) -> None:
-    """The generators and the frame logic are pure: no event loop, no sockets, no clock module."""
+def test_market_session_and_gateway_do_no_io(name: str) -> None:
+    """The generators, the frame logic and the gateway rules are pure: no event loop, no sockets, no clock module."""
     forbidden = {"asyncio", "websockets", "socket", "time"}
     imported = {module.split(".")[0] for module in imported_modules(PACKAGE / name)}
     assert not imported & forbidden

@@ -311,7 +311,7 @@ async def test_stop_closes_clients_with_going_away_and_is_idempotent() -> None:
 
 
 def test_options_refuse_nonsense() -> None:
-    """Negative or non-finite rates, negative limits and bad ports fail at construction."""
+    """Negative or non-finite rates, negative limits, bad ports and incoherent fault modes fail at construction."""
     bad_options: list[dict[str, object]] = [
         {"rate": -1.0},
         {"depth_rate": float("nan")},
@@ -320,6 +320,21 @@ def test_options_refuse_nonsense() -> None:
         {"port": 70000},
         {"api_key": ""},
         {"backlog": 0},
+        {"close_after_pushes": 0},
+        {"heartbeat_timeout": 0.0},
+        {"heartbeat_timeout": float("nan")},
+        {"fail_subscribe_nth": 0},
+        {"subscribe_fail_505_nth": -2},
+        {"fail_subscribe_nth": 3, "subscribe_fail_505_nth": 3},
+        {"refuse_handshake_status": 200},
+        {"refuse_handshake_status": 600},
+        {"refuse_handshakes": 2},
+        {"refuse_handshake_status": 503, "refuse_handshakes": 0},
+        {"garbage_every": 0},
+        {"frame_limit": -1},
+        {"frame_window": 0.0},
+        {"frame_window": float("inf")},
+        {"max_codes_per_connection": -1},
     ]
     for bad in bad_options:
         with pytest.raises(ValueError, match="must"):

@@ -138,3 +138,40 @@ def test_a_business_without_data_is_acked_but_serves_nothing() -> None:
     }
     assert not info.serves_data
     assert client("crypto").serves_data
+
+
+def test_a_subscribe_past_the_code_cap_is_refused_with_the_prefixed_505_and_adds_nothing() -> None:
+    """601 codes on a 600 cap get ``Subscribe fail:`` and 505 naming the cap; 600 are accepted."""
+    info = client()
+    codes = [f"C{i}" for i in range(601)]
+    too_many = json.dumps({"code": 10000, "trace": "big", "data": {"codes": ",".join(codes)}})
+    assert answer(info, too_many, received_at=AT, monotonic=0.0, max_codes=600) == (
+        'Subscribe fail: {"traceId":"big","code":505,"msg":"Single WS subscribe exceeds the limit 600"}'
+    )
+    assert not info.codes
+    reply(info, subscribe_frame(Subscription(Stream.TRADE, tuple(codes[:600])), "fits"))
+    assert len(info.codes) == 600
+
+
+def test_the_code_cap_counts_distinct_codes_over_all_streams() -> None:
+    """A code held on another stream costs nothing; a new one past the cap is refused on any stream."""
+    info = client()
+
+    def subscribe(frame: str) -> str | None:
+        return answer(info, frame, received_at=AT, monotonic=0.0, max_codes=2)
+
+    assert (
+        subscribe(subscribe_frame(Subscription(Stream.TRADE, ("A", "B")), "t"))
+        == '{"code":10001,"trace":"t","msg":"ok"}'
+    )
+    depth_same = subscribe(subscribe_frame(Subscription(Stream.DEPTH, ("A", "B")), "d"))
+    assert depth_same == '{"code":10004,"trace":"d","msg":"ok"}'
+    kline_new = subscribe(subscribe_frame(Subscription(Stream.KLINE, ("C",), (KlineInterval.MIN_1,)), "k"))
+    assert kline_new is not None
+    assert kline_new.startswith('Subscribe fail: {"traceId":"k","code":505,')
+    assert not info.klines
+    reply(info, unsubscribe_frame(Subscription(Stream.TRADE, ("B",)), "u"))
+    reply(info, unsubscribe_frame(Subscription(Stream.DEPTH, ("B",)), "u"))
+    again = subscribe(subscribe_frame(Subscription(Stream.KLINE, ("C",), (KlineInterval.MIN_1,)), "k2"))
+    assert again == '{"code":10007,"trace":"k2","msg":"ok"}'
+    assert info.codes == {"A", "C"}
