@@ -15,9 +15,15 @@ _QUERY_KEY = re.compile(r"(apikey=)[^&\s\"'#]*", re.IGNORECASE)
 MASK = "***"
 
 
+def _mask(match: re.Match[str]) -> str:
+    return match.group(1) + MASK
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with ``apikey=...`` masked and every literal secret replaced by ``***``."""
-    scrubbed = _QUERY_KEY.sub(r"\1" + MASK, text)
+    # A function, not a "\\1" template: templates are compiled lazily by an import, which fails
+    # when a log line is emitted during interpreter shutdown (an unclosed client's __del__).
+    scrubbed = _QUERY_KEY.sub(_mask, text)
     for secret in secrets:
         if secret:
             scrubbed = scrubbed.replace(secret, MASK)

@@ -160,10 +160,14 @@ _TO_AVRO: Mapping[Stream, Callable[[Any], dict[str, Any]]] = {
 
 
 def single_object_header(schema: dict[str, Any]) -> bytes:
-    """The Avro single-object prefix: marker 0xC3 0x01 then the schema's CRC-64-AVRO, little-endian."""
+    """The Avro single-object prefix: marker 0xC3 0x01 then the schema's CRC-64-AVRO, little-endian.
+
+    fastavro's hex digest already lists the fingerprint's bytes in little-endian order (as
+    Apache avro's and Java's do), so it is used as it is.
+    """
     canonical = fastavro.schema.to_parsing_canonical_form(schema)
     fingerprint = fastavro.schema.fingerprint(canonical, "CRC-64-AVRO")
-    return SINGLE_OBJECT_MARKER + bytes.fromhex(fingerprint)[::-1]
+    return SINGLE_OBJECT_MARKER + bytes.fromhex(fingerprint)
 
 
 class RecordSerializer:
