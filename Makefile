@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit kafka-start kafka-stop clean help
+.PHONY: demo test lint typecheck tools venv kafka-start kafka-stop clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,12 +22,19 @@ venv: $(STAMP)  ## create the virtualenv and install the bridge with its dev too
 demo: $(STAMP)  ## start a local Kafka and the simulator, run the bridge ~20 s, show data flowing
 	$(BIN)/python scripts/demo
 
-test: $(STAMP) lint typecheck  ## lint, type-check and run the whole suite (a real broker included)
+test: $(STAMP) lint typecheck tools  ## lint, type-check and run the whole suite (a real broker included)
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest
 
+tools:  ## kcat, the independent Kafka client the tests read keys with (Debian package)
+	@command -v kcat >/dev/null || command -v kafkacat >/dev/null || { \
+	  echo "installing kcat (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q kcat >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q kcat >/dev/null; }; }
+
 lint: $(STAMP)  ## ruff
-	$(BIN)/ruff check bridge tests scripts/kafka-local scripts/demo
-	$(BIN)/ruff format --check bridge tests scripts/kafka-local scripts/demo
+	$(BIN)/ruff check bridge tests scripts/kafka-local scripts/registry-local scripts/demo
+	$(BIN)/ruff format --check bridge tests scripts/kafka-local scripts/registry-local scripts/demo
 
 typecheck: $(STAMP)  ## mypy --strict on the package and the tests
 	$(BIN)/mypy --strict bridge tests

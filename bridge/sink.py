@@ -406,10 +406,7 @@ class KafkaSink:
                     await lane.task
         producer, self._producer = self._producer, None
         if producer is not None:
-            try:
-                await asyncio.wait_for(producer.stop(), max(deadline - time.monotonic(), 1.0))
-            except TimeoutError:
-                log.error("the Kafka producer did not stop within the shutdown deadline; abandoning it")
+            await _stop_quietly(producer, max(deadline - time.monotonic(), 1.0))
         if undelivered:
             log.error(
                 "%d record(s) were not acknowledged by Kafka within kafka.flush_timeout_seconds (%gs)",
@@ -419,10 +416,23 @@ class KafkaSink:
         return undelivered
 
 
-async def _stop_quietly(producer: AIOKafkaProducer) -> None:
-    """Stop a producer that is already broken: bounded, and its errors are not news."""
+async def _stop_quietly(producer: AIOKafkaProducer, timeout: float = 5.0) -> None:
+    """Stop a producer that may be broken: bounded, its errors are not news, and its sockets get closed.
+
+    A producer whose sender task was cancelled re-raises that cancellation from ``stop()``; it
+    is swallowed here unless it is our own task that is being cancelled.
+    """
+    try:
+        await asyncio.wait_for(producer.stop(), timeout)
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    except Exception as exc:
+        log.debug("a broken Kafka producer failed to stop cleanly: %r", exc)
+    # stop() that timed out or failed leaves the connections open; close them for good.
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(producer.stop(), 5)
+        await asyncio.wait_for(producer.client.close(), timeout)
 
 
 def _record_size(message: KafkaMessage) -> int:

@@ -22,7 +22,6 @@ from bridge.kafka_connection import connection_options
 log = logging.getLogger(__name__)
 
 _NO_ERROR = 0
-_UNKNOWN_TOPIC = 3
 _TOPIC_ALREADY_EXISTS = 36
 
 
@@ -58,8 +57,10 @@ async def ensure_topics(config: KafkaConfig, names: list[str]) -> list[str]:
 async def _ensure(admin: AIOKafkaAdminClient, config: KafkaConfig, names: list[str]) -> list[str]:
     timeout = config.request_timeout_seconds
     await asyncio.wait_for(admin.start(), timeout)
-    described = await asyncio.wait_for(admin.describe_topics(names), timeout)
-    missing = [entry["topic"] for entry in described if entry["error_code"] == _UNKNOWN_TOPIC]
+    # list_topics, not describe_topics: aiokafka's describe asks with auto-creation allowed, and a
+    # broker with auto.create.topics.enable would create the topic with its defaults right there.
+    existing = set(await asyncio.wait_for(admin.list_topics(), timeout))
+    missing = [name for name in names if name not in existing]
     if not missing:
         return []
     if not config.create_topics:

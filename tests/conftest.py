@@ -71,3 +71,74 @@ def kafka_bootstrap() -> Iterator[str]:
             timeout=60,
             check=False,
         )
+
+
+class LocalBroker:
+    """A broker of our own (scripts/kafka-local on free ports) that a test may stop and restart."""
+
+    def __init__(self) -> None:
+        self.port, self.controller_port = free_port(), free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    def _run(self, *arguments: str) -> None:
+        result = subprocess.run(
+            [sys.executable, str(KAFKA_LOCAL), *arguments], capture_output=True, text=True, timeout=300, check=False
+        )
+        if result.returncode != 0:
+            pytest.fail(f"kafka-local {' '.join(arguments)} failed:\n{result.stderr}", pytrace=False)
+
+    def start(self, *, keep_data: bool = False) -> None:
+        """Start it; with ``keep_data`` on the previous data (a restart, not a new cluster)."""
+        ports = ["--port", str(self.port), "--controller-port", str(self.controller_port)]
+        self._run("start", *ports, *(["--keep-data"] if keep_data else []))
+
+    def stop(self) -> None:
+        """Stop it (controlled shutdown)."""
+        self._run("stop", "--port", str(self.port))
+
+
+@pytest.fixture
+def own_broker() -> Iterator[LocalBroker]:
+    """A fresh broker for one test that restarts or stops Kafka (never the shared session broker)."""
+    broker = LocalBroker()
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+REGISTRY_LOCAL = REPO / "scripts" / "registry-local"
+# Apicurio 3.x needs Java 21+; 2.6 runs on Java 17, the only Java some machines have.
+REGISTRY_VERSIONS = ("3.3.3", "2.6.13.Final")
+
+
+@pytest.fixture(scope="session")
+def schema_registry() -> Iterator[str]:
+    """The Confluent-compatible API root of a real registry (Apicurio, from Maven Central) for this session."""
+    configured = os.environ.get("SCHEMA_REGISTRY_URL")
+    if configured:
+        yield configured
+        return
+    port = free_port()
+    errors = []
+    for version in REGISTRY_VERSIONS:
+        started = subprocess.run(
+            [sys.executable, str(REGISTRY_LOCAL), "start", "--port", str(port), "--management-port", str(free_port()),
+             "--version", version],
+            capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        if started.returncode == 0:
+            break
+        errors.append(f"Apicurio {version}: {started.stderr.strip()}")
+    else:
+        pytest.fail("scripts/registry-local could not start a registry:\n" + "\n".join(errors), pytrace=False)
+    try:
+        yield started.stdout.strip()
+    finally:
+        subprocess.run(
+            [sys.executable, str(REGISTRY_LOCAL), "stop", "--port", str(port)],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )

@@ -130,3 +130,55 @@ def test_the_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parent.parent / "examples" / "bridge.yaml"
     config = load_config(example, ENV)
     assert len(config.source.subscriptions) == 2
+
+
+def test_sasl_ssl_needs_credentials_and_reads_a_password_file(tmp_path: Path) -> None:
+    """SASL_SSL without kafka.sasl is refused; a password file is read, trimmed, and never printed."""
+    with pytest.raises(ConfigError, match=r"security_protocol SASL_SSL needs kafka\.sasl"):
+        parse_config({**MINIMAL, "kafka": {"security_protocol": "SASL_SSL"}}, ENV)
+    secret = tmp_path / "password"
+    secret.write_text("s3cret-pw\n", encoding="utf-8")
+    kafka = {
+        "security_protocol": "SASL_SSL",
+        "sasl": {"mechanism": "SCRAM-SHA-256", "username": "u", "password_file": str(secret)},
+    }
+    config = parse_config({**MINIMAL, "kafka": kafka}, ENV)
+    assert config.kafka.sasl is not None
+    assert config.kafka.sasl.resolved_password() == "s3cret-pw"
+    assert "s3cret-pw" not in config.model_dump_json()
+
+
+def test_sasl_password_from_the_environment_is_masked() -> None:
+    """A ${VAR} password is a secret: masked when the config is printed."""
+    kafka = {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl": {"mechanism": "PLAIN", "username": "u", "password": "${PW}"},
+    }
+    config = parse_config({**MINIMAL, "kafka": kafka}, {**ENV, "PW": "env-pw-1"})
+    assert "env-pw-1" not in config.model_dump_json()
+    assert config.kafka.sasl is not None
+    assert config.kafka.sasl.resolved_password() == "env-pw-1"
+
+
+def test_tls_files_must_exist_and_match_the_protocol(tmp_path: Path) -> None:
+    """TLS file paths are checked at start, and TLS settings without an SSL protocol are refused."""
+    with pytest.raises(ConfigError, match="ca_file: no such file"):
+        parse_config(
+            {**MINIMAL, "kafka": {"security_protocol": "SSL", "tls": {"ca_file": str(tmp_path / "no.pem")}}}, ENV
+        )
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x", encoding="utf-8")
+    with pytest.raises(ConfigError, match="security_protocol is not SSL or SASL_SSL"):
+        parse_config({**MINIMAL, "kafka": {"tls": {"ca_file": str(ca)}}}, ENV)
+
+
+def test_confluent_format_needs_a_registry() -> None:
+    """serialization.format confluent without a registry URL is refused at start."""
+    with pytest.raises(ConfigError, match=r"format confluent needs serialization\.registry\.url"):
+        parse_config({**MINIMAL, "serialization": {"format": "confluent"}}, ENV)
+    config = parse_config(
+        {**MINIMAL, "serialization": {"format": "confluent", "registry": {"url": "http://r:8081/", "password": "p"}}},
+        ENV,
+    )
+    assert config.serialization.registry is not None
+    assert config.serialization.registry.url == "http://r:8081"

@@ -44,7 +44,7 @@ def options(**overrides: Any) -> SimulatorOptions:
 async def test_abrupt_close_reconnects_resubscribes_and_loses_nothing_after(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
-    """After resets every 150 pushes, each push the simulator sent reaches Kafka once, per-connection sequences intact."""
+    """After resets every 150 pushes, each push sent reaches Kafka once, per-connection sequences intact."""
     sent_file = tmp_path / "sent.jsonl"
     async with Simulator(options(close_after_pushes=150, max_pushes=600, record_sent=sent_file)) as sim:
         config = bridge_config(sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT", "ETHUSDT"]}])
