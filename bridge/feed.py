@@ -188,6 +188,7 @@ class FeedConnection:
             log.warning(
                 "connection %s (business %s) ended: %s; reconnecting in %.1fs (attempt %d)",
                 self.connection_id, self._business, reason, delay, backoff_attempt,
+                extra=self._context(reason=reason, code=_code_of(reason), retry_in_seconds=round(delay, 3)),
             )  # fmt: skip
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
@@ -221,6 +222,7 @@ class FeedConnection:
                 log.error(
                     "connection %s (business %s) refused with HTTP %d (%s): %s; not retrying",
                     self.connection_id, self._business, status, info.name, info.meaning,
+                    extra=self._context(code=status, reason=info.name),
                 )  # fmt: skip
             return f"http_{status}"
         except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
@@ -291,6 +293,7 @@ class FeedConnection:
         log.warning(
             "dead letter from %s (business %s): %s at %s: %s",
             self.connection_id, self._business, reason, stage, detail,
+            extra=self._context(reason=reason),
         )  # fmt: skip
         letter = DeadLetter(
             reason=reason,
@@ -316,6 +319,7 @@ class FeedConnection:
                     "connection %s (business %s): vendor error %d (%s): %s [trace %s]; %s",
                     self.connection_id, self._business, event.code, event.name, event.message,
                     event.trace, _what_next(event),
+                    extra=self._context(code=event.code, reason=event.name),
                 )  # fmt: skip
             case SubscribeRejected(text=text):
                 log.error(
@@ -377,6 +381,7 @@ class FeedConnection:
             "gap on %s (business %s, %d codes, %s): %s to %s (%.1fs), cause %s%s",
             plan.name, self._business, len(gap.codes), "/".join(gap.streams), start.isoformat(timespec="milliseconds"),
             end.isoformat(timespec="milliseconds"), gap.seconds, cause, "" if resolved else ", not resolved",
+            extra=self._context(reason=cause, gap_seconds=round(gap.seconds, 3)),
         )  # fmt: skip
         if self._gap_topic is not None:
             await self._deliver(self._serializer.serialize_gap(gap, self._gap_topic))
@@ -385,6 +390,10 @@ class FeedConnection:
         """Report a gap still open when the bridge stops (or this connection failed for good)."""
         if self._open_gap is not None:
             await self._end_gap(self._clock.wall(), resolved=False)
+
+    def _context(self, **fields: object) -> dict[str, object]:
+        """Structured context for a log line (JSON logs carry it as fields)."""
+        return {"business": self._business, "connection": self.connection_id, **fields}
 
     def _count_subscribed(self) -> None:
         for subscription in self.session.plan.subscriptions:
@@ -404,6 +413,12 @@ class FeedConnection:
             timeout = None if wakeup is None else max(wakeup - self._clock.monotonic(), 0.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_writer.wait(), timeout)
+
+
+def _code_of(reason: str) -> int | None:
+    """The vendor code or HTTP status inside a reconnect reason such as ``vendor_513`` or ``http_429``."""
+    prefix, _, number = reason.partition("_")
+    return int(number) if prefix in ("vendor", "http") and number.isdigit() else None
 
 
 def _what_next(error: VendorError) -> str:

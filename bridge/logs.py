@@ -17,6 +17,9 @@ from bridge.redact import RedactingFilter
 
 LogFormat = Literal["text", "json"]
 
+CONTEXT_FIELDS = ("business", "connection", "code", "reason", "retry_in_seconds", "topic", "gap_seconds")
+"""Context a log call may attach with ``extra=``; JSON lines carry them as fields of their own."""
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, and the exception if any."""
@@ -29,6 +32,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for name in CONTEXT_FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                entry[name] = value
         if record.exc_text:
             entry["exception"] = record.exc_text
         return orjson.dumps(entry).decode()
