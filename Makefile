@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck tools venv kafka-start kafka-stop clean help
+.PHONY: demo test bench lint typecheck tools venv kafka-start kafka-stop clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,12 +32,16 @@ tools:  ## kcat, the independent Kafka client the tests read keys with (Debian p
 	  $$SUDO apt-get install -y -q kcat >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q kcat >/dev/null; }; }
 
+bench: $(STAMP)  ## throughput as ratios against baselines in the same process (starts its own broker)
+	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_sink.py
+
 lint: $(STAMP)  ## ruff
-	$(BIN)/ruff check bridge tests scripts/kafka-local scripts/registry-local scripts/demo
-	$(BIN)/ruff format --check bridge tests scripts/kafka-local scripts/registry-local scripts/demo
+	$(BIN)/ruff check bridge tests scripts/kafka-local scripts/registry-local scripts/demo bench
+	$(BIN)/ruff format --check bridge tests scripts/kafka-local scripts/registry-local scripts/demo bench
 
 typecheck: $(STAMP)  ## mypy --strict on the package and the tests
-	$(BIN)/mypy --strict bridge tests
+	$(BIN)/mypy --strict bridge tests bench
 
 kafka-start:  ## start the local broker on 127.0.0.1:9092 (prints the bootstrap address)
 	$(PYTHON) scripts/kafka-local start

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -42,12 +42,10 @@ from bridge.protocol import (
     VendorError,
     Welcome,
     handshake_status_info,
-    normalize_depth,
-    normalize_kline,
-    normalize_trade,
 )
 from bridge.protocol.events import ServerEvent
-from bridge.records import GapRecord, MarketRecord, Provenance, Stream
+from bridge.protocol.normalize import NORMALIZERS
+from bridge.records import GapRecord, Provenance
 from bridge.redact import RedactingFilter, redact
 from bridge.serialize import DeadLetter, DeadLetterStage, KafkaMessage, RecordSerializer
 
@@ -59,11 +57,6 @@ log = logging.getLogger(__name__)
 wire_log = logging.getLogger("bridge.feed.websockets")
 wire_log.addFilter(RedactingFilter())
 
-_NORMALIZERS: Mapping[Stream, Callable[[dict[str, Any], Provenance], MarketRecord]] = {
-    Stream.TRADE: normalize_trade,
-    Stream.DEPTH: normalize_depth,
-    Stream.KLINE: normalize_kline,
-}
 _EVENT_KIND: Mapping[type[ServerEvent], str] = {
     Welcome: "notice",
     Notice: "notice",
@@ -275,7 +268,7 @@ class FeedConnection:
         self._sequence += 1
         provenance = Provenance(self._business, self.connection_id, self._sequence, received)
         try:
-            record = _NORMALIZERS[push.stream](push.payload, provenance)
+            record = NORMALIZERS[push.stream](push.payload, provenance)
         except MalformedPayload as exc:
             await self._dead_letter(exc.reason, "normalize", str(exc), push.raw, received)
             return

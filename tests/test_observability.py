@@ -22,7 +22,7 @@ from tests.harness import API_KEY, RunningBridge, bridge_config, eventually
 def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
     """GET a path of the bridge's HTTP endpoint: status and body."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()

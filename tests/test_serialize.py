@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 import avro.io
@@ -13,6 +13,8 @@ import avro.schema
 import fastavro
 import pytest
 from avro.schema import _crc_64_fingerprint
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.errors import MalformedPayload
 from bridge.protocol import normalize_depth, normalize_kline, normalize_trade
@@ -21,7 +23,7 @@ from bridge.serialize import (
     DeadLetter,
     NotRepresentable,
     RecordSerializer,
-    exact_decimal,
+    decimal_bytes,
     load_schema,
     single_object_header,
 )
@@ -44,20 +46,42 @@ def serializer(wire_format: Any = "raw") -> RecordSerializer:
     )
 
 
-def test_exact_decimal_keeps_the_value() -> None:
-    """Values with up to 18 fractional and 20 integer digits pass unchanged in value."""
-    assert exact_decimal(Decimal("63039.00000000"), "p") == Decimal("63039")
-    assert exact_decimal(Decimal("0.000000000000000001"), "p") == Decimal("1E-18")
-    assert exact_decimal(Decimal("99999999999999999999.999999999999999999"), "p") == Decimal(
-        "99999999999999999999.999999999999999999"
+def unscaled(encoded: bytes) -> Decimal:
+    """Read a decimal(38,18) encoding back: two's complement, then scale 18."""
+    return Decimal(int.from_bytes(encoded, "big", signed=True)).scaleb(-18, context=Context(prec=60))
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["63039.00000000", "0.000000000000000001", "99999999999999999999.999999999999999999", "-9.00000", "0", "-0.07933"],
+)
+def test_decimal_bytes_keep_the_value(text: str) -> None:
+    """Values with up to 18 fractional and 20 integer digits encode to exactly their value."""
+    assert unscaled(decimal_bytes(Decimal(text), "p")) == Decimal(text)
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=18, min_value=-(10**19), max_value=10**19))
+def test_decimal_bytes_are_what_apache_avro_reads(value: Decimal) -> None:
+    """Any value within decimal(38,18) round-trips exactly through our encoding and Apache avro's decoder."""
+    schema = avro.schema.parse('{"type":"bytes","logicalType":"decimal","precision":38,"scale":18}')
+    decoded = avro.io.DatumReader(schema).read(
+        avro.io.BinaryDecoder(io.BytesIO(_bytes_field(decimal_bytes(value, "p"))))
     )
+    assert decoded == value
+
+
+def _bytes_field(payload: bytes) -> bytes:
+    """An Avro ``bytes`` value: zig-zag varint length, then the payload."""
+    out = io.BytesIO()
+    avro.io.BinaryEncoder(out).write_bytes(payload)
+    return out.getvalue()
 
 
 @pytest.mark.parametrize("text", ["0.0000000000000000001", "100000000000000000000", "1E+25", "1.23456789012345678901"])
 def test_values_that_do_not_fit_are_refused_not_rounded(text: str) -> None:
     """More than 18 fractional digits or more than 20 integer digits raise NotRepresentable."""
     with pytest.raises(NotRepresentable) as caught:
-        exact_decimal(Decimal(text), "price")
+        decimal_bytes(Decimal(text), "price")
     assert caught.value.reason == "decimal_not_representable"
     assert isinstance(caught.value, MalformedPayload)
 

@@ -18,14 +18,14 @@ with a stable reason; nothing is coerced or filled in.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from bridge.errors import MalformedPayload
 from bridge.protocol.codes import KlineInterval
-from bridge.records import DepthRecord, KlineRecord, PriceLevel, Provenance, Side, TradeRecord
+from bridge.records import DepthRecord, KlineRecord, MarketRecord, PriceLevel, Provenance, Side, Stream, TradeRecord
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Instants outside this range are a unit or encoding error, not market data: refuse them.
@@ -210,3 +210,11 @@ def _non_negative(value: Decimal, field: str) -> Decimal:
     if value < 0:
         raise MalformedPayload("negative_size", field)
     return value
+
+
+NORMALIZERS: Mapping[Stream, Callable[[Mapping[str, Any], Provenance], MarketRecord]] = {
+    Stream.TRADE: normalize_trade,
+    Stream.DEPTH: normalize_depth,
+    Stream.KLINE: normalize_kline,
+}
+"""The normaliser of each stream's push payload."""
