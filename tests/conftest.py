@@ -29,6 +29,13 @@ def free_port() -> int:
         return port
 
 
+def run_script(script: Path, *arguments: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run one of scripts/ with this interpreter, capturing its output."""
+    return subprocess.run(
+        [sys.executable, str(script), *arguments], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 def _docker_answers() -> bool:
     if shutil.which("docker") is None:
         return False
@@ -37,6 +44,28 @@ def _docker_answers() -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return result.returncode == 0
+
+
+class LocalBroker:
+    """A broker of our own (scripts/kafka-local on free ports) that a test may stop and restart."""
+
+    def __init__(self) -> None:
+        self.port, self.controller_port = free_port(), free_port()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    def _run(self, *arguments: str) -> None:
+        result = run_script(KAFKA_LOCAL, *arguments)
+        if result.returncode != 0:
+            pytest.fail(f"kafka-local {' '.join(arguments)} failed:\n{result.stderr}", pytrace=False)
+
+    def start(self, *, keep_data: bool = False) -> None:
+        """Start it; with ``keep_data`` on the previous data (a restart, not a new cluster)."""
+        ports = ["--port", str(self.port), "--controller-port", str(self.controller_port)]
+        self._run("start", *ports, *(["--keep-data"] if keep_data else []))
+
+    def stop(self) -> None:
+        """Stop it (controlled shutdown)."""
+        self._run("stop", "--port", str(self.port))
 
 
 @pytest.fixture(scope="session")
@@ -52,49 +81,12 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer().with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    port, controller_port = free_port(), free_port()
-    started = subprocess.run(
-        [sys.executable, str(KAFKA_LOCAL), "start", "--port", str(port), "--controller-port", str(controller_port)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if started.returncode != 0:
-        pytest.fail(f"scripts/kafka-local could not start a broker:\n{started.stderr}", pytrace=False)
+    broker = LocalBroker()
+    broker.start()
     try:
-        yield started.stdout.strip()
+        yield broker.bootstrap
     finally:
-        subprocess.run(
-            [sys.executable, str(KAFKA_LOCAL), "stop", "--port", str(port)],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-
-
-class LocalBroker:
-    """A broker of our own (scripts/kafka-local on free ports) that a test may stop and restart."""
-
-    def __init__(self) -> None:
-        self.port, self.controller_port = free_port(), free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
-
-    def _run(self, *arguments: str) -> None:
-        result = subprocess.run(
-            [sys.executable, str(KAFKA_LOCAL), *arguments], capture_output=True, text=True, timeout=300, check=False
-        )
-        if result.returncode != 0:
-            pytest.fail(f"kafka-local {' '.join(arguments)} failed:\n{result.stderr}", pytrace=False)
-
-    def start(self, *, keep_data: bool = False) -> None:
-        """Start it; with ``keep_data`` on the previous data (a restart, not a new cluster)."""
-        ports = ["--port", str(self.port), "--controller-port", str(self.controller_port)]
-        self._run("start", *ports, *(["--keep-data"] if keep_data else []))
-
-    def stop(self) -> None:
-        """Stop it (controlled shutdown)."""
-        self._run("stop", "--port", str(self.port))
+        broker.stop()
 
 
 @pytest.fixture
@@ -123,11 +115,9 @@ def schema_registry() -> Iterator[str]:
     port = free_port()
     errors = []
     for version in REGISTRY_VERSIONS:
-        started = subprocess.run(
-            [sys.executable, str(REGISTRY_LOCAL), "start", "--port", str(port), "--management-port", str(free_port()),
-             "--version", version],
-            capture_output=True, text=True, timeout=600, check=False,
-        )  # fmt: skip
+        started = run_script(
+            REGISTRY_LOCAL, "start", "--port", str(port), "--management-port", str(free_port()), "--version", version
+        )
         if started.returncode == 0:
             break
         errors.append(f"Apicurio {version}: {started.stderr.strip()}")
@@ -136,9 +126,4 @@ def schema_registry() -> Iterator[str]:
     try:
         yield started.stdout.strip()
     finally:
-        subprocess.run(
-            [sys.executable, str(REGISTRY_LOCAL), "stop", "--port", str(port)],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
+        run_script(REGISTRY_LOCAL, "stop", "--port", str(port), timeout=60)

@@ -58,6 +58,22 @@ def new_sink(kafka: Any) -> KafkaSink:
     return KafkaSink(kafka, serializer, BridgeMetrics(CollectorRegistry()))
 
 
+async def started_sink(kafka: Any) -> KafkaSink:
+    """A started sink whose trade and dead-letter topics exist."""
+    await ensure_topics(kafka, [kafka.topics.trade, kafka.topics.dead_letter])
+    sink = new_sink(kafka)
+    await sink.start()
+    return sink
+
+
+def values_by_key(records: list[Any]) -> dict[bytes, list[int]]:
+    """Each key's integer values in the order consumed."""
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    for record in records:
+        by_key[record.key].append(int(record.value))
+    return by_key
+
+
 def decoder_for(wire_format: str, registry_url: str | None) -> Any:
     """A function that decodes one value of the given wire format with Apache avro."""
     from urllib.request import urlopen
@@ -119,16 +135,12 @@ async def test_per_key_order_holds_across_10000_records(kafka_bootstrap: str) ->
     """10,000 records over 40 keys and 6 partitions come back in the order they were put, per key."""
     kafka = kafka_section(kafka_bootstrap, topic_creation={"partitions": 6})
     topic = kafka.topics.trade
-    await ensure_topics(kafka, [topic])
-    sink = new_sink(kafka)
-    await sink.start()
+    sink = await started_sink(kafka)
     for sequence in range(10_000):
         await sink.put(message(topic, f"SYM{sequence % 40}", str(sequence).encode()))
     assert await sink.close() == 0
     records = await consume(kafka_bootstrap, topic, 10_000, timeout=60)
-    by_key: dict[bytes, list[int]] = defaultdict(list)
-    for record in records:
-        by_key[record.key].append(int(record.value))
+    by_key = values_by_key(records)
     assert len(records) == 10_000
     assert len({record.partition for record in records}) == 6
     assert all(values == sorted(values) for values in by_key.values())
@@ -171,9 +183,7 @@ async def test_a_dead_producer_is_replaced_without_loss_or_reordering(kafka_boot
     """
     kafka = kafka_section(kafka_bootstrap, delivery_timeout_seconds=2)
     topic = kafka.topics.trade
-    await ensure_topics(kafka, [topic])
-    sink = new_sink(kafka)
-    await sink.start()
+    sink = await started_sink(kafka)
     for sequence in range(500):
         await sink.put(message(topic, f"K{sequence % 5}", str(sequence).encode()))
     await eventually(lambda: sink.pending == 0, what="the first 500 acknowledged")
@@ -184,10 +194,7 @@ async def test_a_dead_producer_is_replaced_without_loss_or_reordering(kafka_boot
     await eventually(lambda: sink.pending == 0, timeout=30, what="the next 500 acknowledged by a new producer")
     assert sink.producers_replaced == 1
     assert await sink.close() == 0
-    records = await consume(kafka_bootstrap, topic, 1000, timeout=30)
-    by_key: dict[bytes, list[int]] = defaultdict(list)
-    for record in records:
-        by_key[record.key].append(int(record.value))
+    by_key = values_by_key(await consume(kafka_bootstrap, topic, 1000, timeout=30))
     assert sorted(v for values in by_key.values() for v in values) == list(range(1000))
     assert all(values == sorted(values) for values in by_key.values())
 
@@ -198,9 +205,7 @@ async def test_shutdown_is_bounded_while_the_broker_is_down(
     """With Kafka gone, stopping the sink returns after flush_timeout and says how many records were not delivered."""
     kafka = kafka_section(own_broker.bootstrap, flush_timeout_seconds=2, request_timeout_seconds=2)
     topic = kafka.topics.trade
-    await ensure_topics(kafka, [topic])
-    sink = new_sink(kafka)
-    await sink.start()
+    sink = await started_sink(kafka)
     await sink.put(message(topic, "K", b"before"))
     await eventually(lambda: sink.pending == 0, what="the first record acknowledged")
     await asyncio.to_thread(own_broker.stop)
@@ -216,9 +221,7 @@ async def test_shutdown_is_bounded_while_the_broker_is_down(
 async def test_every_compression_codec_round_trips(codec: str, kafka_bootstrap: str) -> None:
     """Each configurable codec is installed and produces records a consumer reads back."""
     kafka = kafka_section(kafka_bootstrap, compression=codec)
-    await ensure_topics(kafka, [kafka.topics.trade])
-    sink = new_sink(kafka)
-    await sink.start()
+    sink = await started_sink(kafka)
     for index in range(100):
         await sink.put(message(kafka.topics.trade, "K", b"compressible " * 20 + str(index).encode()))
     assert await sink.close() == 0
