@@ -19,6 +19,7 @@ from bridge.simulator.cli import add_simulate_arguments, run_simulate
 
 log = logging.getLogger("bridge")
 
+EXIT_BUG = 1
 EXIT_CONFIG = 2
 EXIT_KAFKA = 3
 
@@ -33,8 +34,9 @@ environment:
 
 exit status:
   0  stopped by SIGINT/SIGTERM (or --run-for) after flushing Kafka
-  2  the configuration is invalid (the message names the key)
-  3  Kafka was unreachable at start
+  1  an unexpected failure (a bug: the log has the traceback, with secrets scrubbed)
+  2  the configuration is invalid (the message names the key; also a schema the registry refuses)
+  3  Kafka was unreachable at start, or a topic is missing and kafka.create_topics is off
   4  every vendor connection stopped on a terminal error (bad key, expired plan, ...)
 
 example:
@@ -130,6 +132,13 @@ def _run(args: argparse.Namespace) -> int:
     except KafkaError as exc:
         log.error("%s", exc)
         return EXIT_KAFKA
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_CONFIG
+    except Exception:
+        # Through the logger, not Python's default hook, so the key is scrubbed from the traceback.
+        log.exception("the bridge failed unexpectedly; this is a bug, please report it with this log")
+        return EXIT_BUG
 
 
 async def _run_bridge(bridge: Bridge, summary_interval: float | None, run_for: float | None) -> int:

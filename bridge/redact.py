@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 _QUERY_KEY = re.compile(r"(apikey=)[^&\s\"'#]*", re.IGNORECASE)
 MASK = "***"
+MIN_LITERAL_SECRET = 6
 
 
 def _mask(match: re.Match[str]) -> str:
@@ -25,7 +26,9 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     # when a log line is emitted during interpreter shutdown (an unclosed client's __del__).
     scrubbed = _QUERY_KEY.sub(_mask, text)
     for secret in secrets:
-        if secret:
+        # A very short "secret" would mask every occurrence of a common letter and wreck the
+        # line; real keys are long, and apikey=... is masked above whatever its length.
+        if len(secret) >= MIN_LITERAL_SECRET:
             scrubbed = scrubbed.replace(secret, MASK)
     return scrubbed
 
@@ -39,7 +42,7 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self._secrets = tuple(s for s in secrets if s)
+        self._secrets = tuple(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Replace the record's message with its redacted rendering; never drops a record."""

@@ -168,3 +168,10 @@ def wait_for_tcp(port: int, timeout: float = 20.0) -> None:
             time.sleep(0.05)
         else:
             return
+
+
+def test_redaction_masks_the_query_key_and_long_literal_secrets() -> None:
+    """apikey=... is masked at any length; literal secrets are masked when long enough to be keys."""
+    assert redact("GET /ws?business=crypto&apikey=k HTTP/1.1") == "GET /ws?business=crypto&apikey=*** HTTP/1.1"
+    assert redact("failed for key abcdef123 at host", ["abcdef123"]) == "failed for key *** at host"
+    assert redact("check kafka.bootstrap_servers", ["k"]) == "check kafka.bootstrap_servers"

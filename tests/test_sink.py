@@ -217,6 +217,23 @@ async def test_shutdown_is_bounded_while_the_broker_is_down(
     await asyncio.to_thread(own_broker.start, keep_data=True)
 
 
+async def test_a_record_kafka_refuses_for_good_goes_to_the_dead_letter_topic(kafka_bootstrap: str) -> None:
+    """A record over the broker's size limit is dead-lettered with the reason; its neighbours are delivered."""
+    kafka = kafka_section(kafka_bootstrap, max_batch_bytes=4 << 20)
+    topic = kafka.topics.trade
+    sink = await started_sink(kafka)
+    await sink.put(message(topic, "K", b"small-1"))
+    await sink.put(message(topic, "K", bytes(3 << 20)))
+    await sink.put(message(topic, "K", b"small-2"))
+    assert await sink.close() == 0
+    assert sink.failed == 1
+    delivered = await consume(kafka_bootstrap, topic, 2, timeout=30)
+    assert [record.value for record in delivered] == [b"small-1", b"small-2"]
+    (letter,) = await consume(kafka_bootstrap, kafka.topics.dead_letter, 1, timeout=30)
+    value = decode(apache_schema("dead_letter"), letter.value)
+    assert (value["reason"], value["stage"], value["target_topic"]) == ("record_too_large", "produce", topic)
+
+
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
 async def test_every_compression_codec_round_trips(codec: str, kafka_bootstrap: str) -> None:
     """Each configurable codec is installed and produces records a consumer reads back."""
