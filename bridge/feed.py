@@ -151,6 +151,10 @@ class FeedConnection:
         self._sequence = 0
         self._wake_writer = asyncio.Event()
         self._ever_received = False
+        self._counted_as_subscribed = False
+        # Every planned connection has a series from the start, so "down" is visible even for a
+        # connection whose very first handshake is refused.
+        metrics.connection_up.labels(self._business, session.plan.name).set(0)
         self._last_push_wall: datetime | None = None
         self._open_gap: tuple[datetime, str, str] | None = None
 
@@ -224,6 +228,7 @@ class FeedConnection:
         finally:
             session.connection_lost()
             self._metrics.connection_up.labels(self._business, session.plan.name).set(0)
+            self._count_subscribed(subscribed=False)
 
     async def _pump(self, socket: ClientConnection, stop: asyncio.Event) -> str:
         reader = asyncio.create_task(self._read(socket), name=f"{self.connection_id}-reader")
@@ -322,7 +327,7 @@ class FeedConnection:
             case SubscribeAck(stream=stream):
                 log.debug("connection %s: %s subscription acknowledged", self.connection_id, stream)
                 if self.session.subscribed:
-                    self._count_subscribed()
+                    self._count_subscribed(subscribed=True)
                     self._ever_received = True
                     if self._open_gap is not None:
                         await self._end_gap(self._clock.wall(), resolved=True)
@@ -388,10 +393,19 @@ class FeedConnection:
         """Structured context for a log line (JSON logs carry it as fields)."""
         return {"business": self._business, "connection": self.connection_id, **fields}
 
-    def _count_subscribed(self) -> None:
+    def _count_subscribed(self, *, subscribed: bool) -> None:
+        """Add this connection's codes to (or take them from) the per-business gauge, once each way.
+
+        Several connections of one business share the gauge's labels, so each adds its own share
+        rather than setting the total.
+        """
+        if subscribed == self._counted_as_subscribed:
+            return
+        self._counted_as_subscribed = subscribed
+        sign = 1 if subscribed else -1
         for subscription in self.session.plan.subscriptions:
             gauge = self._metrics.subscribed_codes.labels(self._business, subscription.stream.value)
-            gauge.set(len(subscription.codes))
+            gauge.inc(sign * len(subscription.codes))
 
     async def _write(self, socket: ClientConnection) -> None:
         session = self.session

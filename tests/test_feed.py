@@ -60,7 +60,9 @@ async def test_1500_codes_open_three_connections(kafka_bootstrap: str, caplog: p
             await eventually(lambda: running.bridge.readiness()[0], what="readiness")
             assert sorted(len(client.codes) for client in sim.clients) == [300, 600, 600]
             assert running.bridge.readiness() == (True, "3 of 3 connections subscribed")
-            assert counter(running, "infoway_bridge_subscribed_codes", business="crypto", stream="trade") == 300
+            assert counter(running, "infoway_bridge_subscribed_codes", business="crypto", stream="trade") == 1500
+            assert counter(running, "infoway_bridge_connection_up", business="crypto", connection="crypto-2") == 1
+        assert counter(running, "infoway_bridge_subscribed_codes", business="crypto", stream="trade") == 0
     assert API_KEY not in caplog.text
 
 
