@@ -21,7 +21,7 @@ from bridge.config import BridgeConfig
 from bridge.errors import KafkaError
 from bridge.feed import Clock, FeedConnection, RetryPolicy, vendor_url
 from bridge.http import HealthServer
-from bridge.metrics import BridgeMetrics, counter_totals, histogram_quantile
+from bridge.metrics import BridgeMetrics, bucket_quantile, counter_totals, histogram_buckets
 from bridge.protocol import ConnectionSession, FrameBudget, plan_connections
 from bridge.records import Stream
 from bridge.registry import SchemaRegistryClient
@@ -113,6 +113,7 @@ class Bridge:
         self.feeds = build_feeds(config, self.serializer, self.sink, self.metrics, retry=retry, clock=clock)
         self.health = HealthServer(self.metrics.registry, self.readiness)
         self.metrics_port: int | None = None
+        self._lag_snapshot: dict[Stream, dict[float, float]] = {}
 
     def schema_topics(self) -> dict[str, str]:
         """Every topic this configuration writes to, by the name of its schema."""
@@ -220,23 +221,33 @@ class Bridge:
             self._log_summary(final=False)
 
     def _log_summary(self, *, final: bool) -> None:
+        """One line: records per topic, lag quantiles, dead letters, connections.
+
+        Periodic lines give the lag over the interval since the previous line (what an operator
+        watching the feed wants to know now); the final line gives it over the whole run.
+        """
         registry = self.metrics.registry
         produced = counter_totals(registry, "infoway_bridge_records_produced", "topic")
         dead = sum(counter_totals(registry, "infoway_bridge_dead_letters", "reason").values())
         parts = [f"{topic}={int(count)}" for topic, count in sorted(produced.items())] or ["no records yet"]
         lag = []
         for stream in Stream:
-            p50, count = histogram_quantile(registry, "infoway_bridge_event_lag_seconds", 0.5, stream=stream.value)
-            p99, _ = histogram_quantile(registry, "infoway_bridge_event_lag_seconds", 0.99, stream=stream.value)
+            current = histogram_buckets(registry, "infoway_bridge_event_lag_seconds", stream=stream.value)
+            previous = {} if final else self._lag_snapshot.get(stream, {})
+            window = {bound: count - previous.get(bound, 0.0) for bound, count in current.items()}
+            self._lag_snapshot[stream] = current
+            p50, count = bucket_quantile(window, 0.5)
+            p99, _ = bucket_quantile(window, 0.99)
             if count and p50 is not None and p99 is not None:
                 # A kline's only vendor time is its bar's start, so its "lag" is the bar's age.
                 name = "kline bar age" if stream is Stream.KLINE else stream.value
                 lag.append(f"{name} p50={_ms(p50)} p99={_ms(p99)}")
         up = sum(feed.session.subscribed for feed in self.feeds)
         log.info(
-            "%s: records %s; event lag %s; dead letters %d; connections subscribed %d/%d",
+            "%s: records %s; event lag %s %s; dead letters %d; connections subscribed %d/%d",
             "final summary" if final else "summary",
             " ".join(parts),
+            "over the run" if final else "since the last summary",
             ", ".join(lag) or "n/a",
             int(dead),
             up,

@@ -108,14 +108,8 @@ def counter_totals(registry: CollectorRegistry, name: str, label: str) -> dict[s
     return totals
 
 
-def histogram_quantile(
-    registry: CollectorRegistry, name: str, quantile: float, **match: str
-) -> tuple[float | None, float]:
-    """Estimate a quantile from a histogram's buckets, the way PromQL's ``histogram_quantile`` does.
-
-    Buckets of every label set matching ``match`` are summed first. Returns the estimate (``None``
-    when there are no observations) and the observation count.
-    """
+def histogram_buckets(registry: CollectorRegistry, name: str, **match: str) -> dict[float, float]:
+    """A histogram's cumulative bucket counts by upper bound, summed over label sets matching ``match``."""
     buckets: dict[float, float] = {}
     for family in registry.collect():
         if family.name != name:
@@ -127,8 +121,17 @@ def histogram_quantile(
                 continue
             bound = float(sample.labels["le"])
             buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return buckets
+
+
+def bucket_quantile(buckets: dict[float, float], quantile: float) -> tuple[float | None, float]:
+    """Estimate a quantile from cumulative buckets, interpolating as PromQL's ``histogram_quantile`` does.
+
+    Returns the estimate (``None`` when there are no observations) and the observation count.
+    Pass the difference of two snapshots to get the quantile over the interval between them.
+    """
     bounds = sorted(buckets)
-    if not bounds or buckets[bounds[-1]] == 0:
+    if not bounds or buckets[bounds[-1]] <= 0:
         return None, 0.0
     total = buckets[bounds[-1]]
     rank = quantile * total
@@ -142,3 +145,10 @@ def histogram_quantile(
             return lower + (bound - lower) * share, total
         lower, below = bound, count
     return lower, total
+
+
+def histogram_quantile(
+    registry: CollectorRegistry, name: str, quantile: float, **match: str
+) -> tuple[float | None, float]:
+    """A quantile over everything a histogram observed so far (see :func:`bucket_quantile`)."""
+    return bucket_quantile(histogram_buckets(registry, name, **match), quantile)

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.logs import JsonFormatter
-from bridge.metrics import BridgeMetrics, histogram_quantile
+from bridge.metrics import BridgeMetrics, bucket_quantile, histogram_buckets, histogram_quantile
 from bridge.simulator import Simulator, SimulatorOptions
 from tests.harness import API_KEY, RunningBridge, bridge_config, eventually
 
@@ -146,3 +146,22 @@ def test_no_metric_has_a_label_for_unbounded_values(name: str) -> None:
     metric = getattr(BridgeMetrics(CollectorRegistry()), name)
     labels = set(getattr(metric, "_labelnames", ()))
     assert not labels & {"symbol", "code_name", "message", "raw", "trace", "apikey", "key", "url"}
+
+
+def test_interval_quantiles_come_from_bucket_differences() -> None:
+    """The difference of two snapshots gives the quantile of only what was observed in between."""
+    metrics = BridgeMetrics(CollectorRegistry())
+    for _ in range(100):
+        metrics.event_lag.labels("crypto", "trade").observe(5.0)
+    before = histogram_buckets(metrics.registry, "infoway_bridge_event_lag_seconds", stream="trade")
+    for _ in range(100):
+        metrics.event_lag.labels("crypto", "trade").observe(0.003)
+    after = histogram_buckets(metrics.registry, "infoway_bridge_event_lag_seconds", stream="trade")
+    window = {bound: count - before.get(bound, 0.0) for bound, count in after.items()}
+    p99, count = bucket_quantile(window, 0.99)
+    assert count == 100
+    assert p99 is not None
+    assert 0.0025 <= p99 <= 0.005
+    whole, _ = bucket_quantile(after, 0.99)
+    assert whole is not None
+    assert whole > 2.5
