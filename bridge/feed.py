@@ -216,6 +216,7 @@ class FeedConnection:
             self._metrics.vendor_errors.labels(self._business, str(status)).inc()
             if info.terminal:
                 session.fail_handshake(status, info.name, info.meaning)
+                self._metrics.terminal_errors.labels(self._business, str(status)).inc()
                 log.error(
                     "connection %s (business %s) refused with HTTP %d (%s): %s; not retrying",
                     self.connection_id, self._business, status, info.name, info.meaning,
@@ -312,6 +313,8 @@ class FeedConnection:
                 await self._dead_letter("unknown_code", "classify", f"code {code}", raw, self._clock.wall())
             case VendorError():
                 self._metrics.vendor_errors.labels(self._business, str(event.code)).inc()
+                if event.terminal:
+                    self._metrics.terminal_errors.labels(self._business, str(event.code)).inc()
                 log.log(
                     logging.ERROR if event.terminal else logging.WARNING,
                     "connection %s (business %s): vendor error %d (%s): %s [trace %s]; %s",

@@ -62,6 +62,12 @@ class BridgeMetrics:
             ["business", "code"],
             registry=registry,
         )
+        self.terminal_errors = Counter(
+            prefix + "terminal_errors",
+            "Connections stopped for good by a terminal vendor error or refused handshake, by code or status.",
+            ["business", "code"],
+            registry=registry,
+        )
         self.connection_up = Gauge(
             prefix + "connection_up",
             "1 while a vendor connection is open, else 0.",

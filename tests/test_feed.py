@@ -177,3 +177,14 @@ def test_redaction_masks_the_query_key_and_long_literal_secrets() -> None:
     assert redact("GET /ws?business=crypto&apikey=k HTTP/1.1") == "GET /ws?business=crypto&apikey=*** HTTP/1.1"
     assert redact("failed for key abcdef123 at host", ["abcdef123"]) == "failed for key *** at host"
     assert redact("check kafka.bootstrap_servers", ["k"]) == "check kafka.bootstrap_servers"
+
+
+async def test_terminal_refusal_is_counted_and_ends_the_run(kafka_bootstrap: str) -> None:
+    """A 401 handshake counts one terminal error and the bridge ends with status 4, no retry."""
+    async with Simulator(SimulatorOptions(port=0, api_key=API_KEY, refuse_handshake_status=401)) as sim:
+        config = bridge_config(sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT"]}])
+        async with RunningBridge(config) as running:
+            assert await running.exit_code() == 4
+            assert counter(running, "infoway_bridge_terminal_errors_total", business="crypto", code="401") == 1
+            assert counter(running, "infoway_bridge_vendor_errors_total", business="crypto", code="401") == 1
+    assert sim.stats.handshakes_refused == 1
