@@ -49,6 +49,7 @@ def build_feeds(
     reconnect = source.reconnect
     api_key = source.api_key.get_secret_value()
     feeds = []
+    planned: dict[str, int] = {}
     for entry in source.subscriptions:
         plans = plan_connections(
             entry.business,
@@ -56,7 +57,9 @@ def build_feeds(
             entry.streams,
             entry.kline_types,
             max_codes_per_connection=source.max_codes_per_connection,
+            first_index=planned.get(entry.business, 0),
         )
+        planned[entry.business] = planned.get(entry.business, 0) + len(plans)
         stale_after = entry.stale_after_seconds or source.stale_after_seconds
         for plan in plans:
             session = ConnectionSession(

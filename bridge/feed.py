@@ -260,7 +260,7 @@ class FeedConnection:
                 await self._push(event)
                 continue
             self._metrics.frames_received.labels(self._business, _EVENT_KIND.get(type(event), "ack")).inc()
-            await self._control(event, socket)
+            await self._control(event)
             if session.state is ConnectionState.FAILED or session.reconnect_reason is not None:
                 return
             self._wake_writer.set()
@@ -305,7 +305,7 @@ class FeedConnection:
         )
         await self._deliver(self._serializer.serialize_dead_letter(letter))
 
-    async def _control(self, event: ServerEvent, socket: ClientConnection) -> None:
+    async def _control(self, event: ServerEvent) -> None:
         match event:
             case Garbage(reason=reason, raw=raw):
                 await self._dead_letter(reason, "classify", "frame not understood", raw, self._clock.wall())

@@ -63,11 +63,14 @@ def plan_connections(
     kline_intervals: Sequence[KlineInterval] = (),
     *,
     max_codes_per_connection: int = DEFAULT_MAX_CODES_PER_CONNECTION,
+    first_index: int = 0,
 ) -> list[ConnectionPlan]:
     """Split one business's codes into as few connections as the per-connection cap allows.
 
     Codes keep their configured order and duplicates are dropped, so the same configuration
     always gives the same plan. Every connection carries every configured stream for its codes.
+    ``first_index`` numbers the connections on from an earlier plan of the same business, so
+    names such as ``stock-0`` stay unique when a business appears in several entries.
     """
     if max_codes_per_connection < 1:
         raise LocalProtocolError("max_codes_per_connection must be at least 1")
@@ -79,7 +82,7 @@ def plan_connections(
         subscriptions = tuple(
             Subscription(stream, chunk, tuple(kline_intervals) if stream is Stream.KLINE else ()) for stream in wanted
         )
-        plans.append(ConnectionPlan(business, index, subscriptions))
+        plans.append(ConnectionPlan(business, first_index + index, subscriptions))
     return plans
 
 

@@ -93,3 +93,10 @@ def test_interval_names_and_numbers() -> None:
     assert KlineInterval.parse("1d") is KlineInterval.DAY_1
     with pytest.raises(ValueError, match="unknown kline interval"):
         KlineInterval.parse("3h")
+
+
+def test_connection_names_continue_across_entries_of_one_business() -> None:
+    """A second plan of the same business numbers its connections on, so names never collide."""
+    first = plan_connections("stock", ["A", "B"], [Stream.TRADE], max_codes_per_connection=1)
+    second = plan_connections("stock", ["C"], [Stream.DEPTH], first_index=len(first))
+    assert [plan.name for plan in first + second] == ["stock-0", "stock-1", "stock-2"]
