@@ -62,10 +62,18 @@ async def test_metrics_under_vendor_faults_over_http(kafka_bootstrap: str) -> No
             port = running.bridge.metrics_port
             assert port is not None
             assert await asyncio.to_thread(scrape, port, "/healthz") == (200, "ok\n")
-            await eventually(lambda: sim.stats.heartbeat_timeouts >= 1, timeout=30, what="a 513")
+            registry = running.bridge.metrics.registry
+
+            def errors(code: str) -> float:
+                value = registry.get_sample_value(
+                    "infoway_bridge_vendor_errors_total", {"business": "crypto", "code": code}
+                )
+                return value or 0.0
+
+            # The order is fixed: 429 refuses the first handshake, the 513 ends the second
+            # connection, and the 501 answers the second subscribe on the third.
+            await eventually(lambda: errors("501") >= 1, timeout=30, what="the 429, the 513 and then the 501")
             await eventually(lambda: running.bridge.readiness()[0], timeout=30, what="subscribed again")
-            status, ready = await asyncio.to_thread(scrape, port, "/readyz")
-            assert (status, ready) == (200, "1 of 1 connections subscribed\n")
             await eventually(lambda: running.bridge.sink.delivered > 200, what="records produced")
             _, live = await asyncio.to_thread(scrape, port)
             assert "infoway_bridge_event_lag_seconds_bucket" in live
@@ -93,6 +101,17 @@ def exposition_after_stop(running: RunningBridge) -> str:
     is what makes "lag count = records produced" an exact check.
     """
     return generate_latest(running.bridge.metrics.registry).decode()
+
+
+async def test_readyz_is_200_once_subscribed(kafka_bootstrap: str) -> None:
+    """/readyz answers 200 and names the subscribed connections once the vendor acknowledged them."""
+    async with Simulator(SimulatorOptions(port=0, api_key=API_KEY, rate=100)) as sim:
+        config = bridge_config(sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT"]}])
+        async with RunningBridge(config) as running:
+            await eventually(lambda: running.bridge.readiness()[0], what="subscribed")
+            port = running.bridge.metrics_port
+            assert port is not None
+            assert await asyncio.to_thread(scrape, port, "/readyz") == (200, "1 of 1 connections subscribed\n")
 
 
 async def test_readyz_is_503_until_subscribed_and_metrics_never_carry_the_key(kafka_bootstrap: str) -> None:
