@@ -6,13 +6,13 @@
     ├── ConfigError                  the operator's configuration is wrong (fix the file, restart)
     ├── LocalProtocolError           we built a request the vendor protocol forbids (a bridge bug)
     ├── RemoteProtocolError          the vendor sent something we cannot use
-    │   ├── MalformedPayload         a push whose payload misses a field or carries a bad number
-    │   └── VendorRefused            the vendor said no (error frame or refused handshake)
+    │   └── MalformedPayload         a push whose payload misses a field or carries a bad number
     └── KafkaError                   the broker side failed
         └── TopicMissing             a topic the bridge needs does not exist and may not be created
 
-``retriable`` on the class says whether trying again can help; the feed's retry policy reads it
-instead of matching on messages. Library exceptions are always re-raised ``from`` the original.
+``retriable`` on the class says whether trying again can help. Vendor refusals are not
+exceptions but events (:class:`bridge.protocol.VendorError`), classified by the catalogue in
+:mod:`bridge.protocol.codes`. Library exceptions are always re-raised ``from`` the original.
 """
 
 from __future__ import annotations
@@ -47,20 +47,6 @@ class MalformedPayload(RemoteProtocolError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
-
-
-class VendorRefused(RemoteProtocolError):
-    """The vendor refused us: an error frame or a handshake status.
-
-    ``terminal`` means a reconnect cannot fix it (bad key, plan expired, connection cap).
-    """
-
-    def __init__(self, code: int, name: str, terminal: bool, message: str) -> None:
-        super().__init__(f"vendor error {code} ({name}): {message}")
-        self.code = code
-        self.name = name
-        self.terminal = terminal
-        self.retriable = not terminal
 
 
 class KafkaError(BridgeError):

@@ -29,7 +29,7 @@ class RegistryError(KafkaError):
 
 
 class SchemaRegistryClient:
-    """Registers and fetches Avro schemas; caches what it learned.
+    """Registers Avro schemas and caches the ids it got back.
 
     Args:
         config: ``serialization.registry``; ``url`` is the API root, e.g.
@@ -39,7 +39,6 @@ class SchemaRegistryClient:
     def __init__(self, config: RegistryConfig) -> None:
         self._config = config
         self._ids: dict[tuple[str, str], int] = {}
-        self._schemas: dict[int, dict[str, Any]] = {}
         self._context = ssl.create_default_context(cafile=str(config.ca_file)) if config.ca_file else None
 
     async def register(self, subject: str, schema: dict[str, Any]) -> int:
@@ -64,20 +63,7 @@ class SchemaRegistryClient:
             raise RegistryError(f"registering subject {subject!r} failed: HTTP {status} {body}")
         schema_id: int = body["id"]
         self._ids[(subject, text)] = schema_id
-        self._schemas[schema_id] = schema
         return schema_id
-
-    async def schema(self, schema_id: int) -> dict[str, Any]:
-        """The schema registered under ``schema_id`` (as a consumer would fetch it)."""
-        cached = self._schemas.get(schema_id)
-        if cached is not None:
-            return cached
-        status, body = await asyncio.to_thread(self._request, "GET", f"/schemas/ids/{schema_id}", None)
-        if status != 200 or not isinstance(body.get("schema"), str):
-            raise RegistryError(f"fetching schema id {schema_id} failed: HTTP {status} {body}")
-        parsed: dict[str, Any] = json.loads(body["schema"])
-        self._schemas[schema_id] = parsed
-        return parsed
 
     def _request(self, method: str, path: str, payload: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
         data = None if payload is None else json.dumps(payload).encode()

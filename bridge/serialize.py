@@ -246,7 +246,6 @@ class RecordSerializer:
         self._secrets = secrets
         self._max_raw = dead_letter_max_raw_chars
         self._schemas = {stream: writer_schema(stream.value) for stream in Stream}
-        self._wire_format = wire_format
         self._prefix: dict[str, bytes] = {}
         self._schema_headers: dict[str, tuple[tuple[str, bytes], ...]] = {}
         for name in SCHEMA_NAMES:
@@ -267,10 +266,6 @@ class RecordSerializer:
         for name, schema_id in ids.items():
             self._prefix[name] = CONFLUENT_MAGIC + schema_id.to_bytes(4, "big")
             self._schema_headers[name] = (*self._schema_headers[name], ("schema-id", str(schema_id).encode()))
-
-    def schema(self, stream: Stream) -> dict[str, Any]:
-        """The parsed writer schema of a stream."""
-        return self._schemas[stream]
 
     def serialize(self, record: MarketRecord) -> KafkaMessage:
         """One record as a Kafka message.
