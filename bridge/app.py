@@ -21,6 +21,7 @@ from bridge.config import BridgeConfig
 from bridge.errors import KafkaError
 from bridge.feed import Clock, FeedConnection, RetryPolicy, vendor_url
 from bridge.http import HealthServer
+from bridge.logs import guard_library_loggers
 from bridge.metrics import BridgeMetrics, bucket_quantile, counter_totals, histogram_buckets
 from bridge.protocol import ConnectionSession, FrameBudget, plan_connections
 from bridge.records import Stream
@@ -83,7 +84,7 @@ def build_feeds(
                     ),
                     clock=clock,
                     open_timeout=source.open_timeout_seconds,
-                    secrets=(api_key,),
+                    secrets=config.secrets(),
                     on_stale=entry.on_stale or source.on_stale,
                     gap_topic=config.kafka.topics.gap,
                 )
@@ -103,13 +104,14 @@ class Bridge:
         clock: Clock | None = None,
     ) -> None:
         self.config = config
+        guard_library_loggers(config.secrets())
         self.metrics = BridgeMetrics(registry or CollectorRegistry())
         topics = config.kafka.topics
         self.serializer = RecordSerializer(
             {stream: topics.for_stream(stream) for stream in Stream},
             topics.dead_letter,
             wire_format=config.serialization.format,
-            secrets=(config.source.api_key.get_secret_value(),),
+            secrets=config.secrets(),
             dead_letter_max_raw_chars=config.kafka.dead_letter_max_raw_chars,
         )
         self.sink = KafkaSink(config.kafka, self.serializer, self.metrics)

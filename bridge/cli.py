@@ -126,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_CONFIG
-    configure_logging(args.log_format, args.log_level, secrets=(config.source.api_key.get_secret_value(),))
+    configure_logging(args.log_format, args.log_level, secrets=config.secrets())
     try:
         return asyncio.run(_run_bridge(Bridge(config), args.summary_interval or None, args.run_for))
     except KafkaError as exc:

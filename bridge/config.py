@@ -298,6 +298,18 @@ class BridgeConfig(_Frozen):
     serialization: SerializationConfig = SerializationConfig()
     metrics: MetricsConfig = MetricsConfig()
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret the configuration holds, for scrubbing logs, errors and dead letters."""
+        found = [self.source.api_key.get_secret_value()]
+        if self.kafka.sasl is not None:
+            found.append(self.kafka.sasl.resolved_password())
+        if self.kafka.tls is not None and self.kafka.tls.key_password is not None:
+            found.append(self.kafka.tls.key_password.get_secret_value())
+        registry = self.serialization.registry
+        if registry is not None and registry.password is not None:
+            found.append(registry.password.get_secret_value())
+        return tuple(secret for secret in found if secret)
+
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

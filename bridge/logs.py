@@ -66,3 +66,21 @@ def configure_logging(log_format: LogFormat = "text", level: str = "INFO", secre
     # aiokafka and websockets are chatty at INFO about things our own lines already say.
     for noisy in ("aiokafka", "websockets"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+# Library loggers whose DEBUG output can carry a secret: aiokafka.conn prints every request,
+# the SASL PLAIN login (user and password) included.
+LIBRARY_LOGGERS = ("aiokafka", "aiokafka.conn", "aiokafka.client", "aiokafka.producer.sender", "websockets")
+
+
+def guard_library_loggers(secrets: tuple[str, ...]) -> None:
+    """Scrub ``secrets`` from the library loggers themselves, whatever handlers the host installs.
+
+    A filter on a logger sees its records before any handler does, so this holds even when the
+    bridge runs as a library under someone else's logging set to DEBUG.
+    """
+    for name in LIBRARY_LOGGERS:
+        logger = logging.getLogger(name)
+        for existing in [f for f in logger.filters if isinstance(f, RedactingFilter)]:
+            logger.removeFilter(existing)
+        logger.addFilter(RedactingFilter(secrets))

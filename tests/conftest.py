@@ -3,6 +3,7 @@
 ``kafka_bootstrap`` never skips: it takes ``KAFKA_BOOTSTRAP_SERVERS`` when set, else a
 testcontainers Kafka when a Docker engine answers, else a local KRaft broker started from
 Maven Central jars by ``scripts/kafka-local`` on free ports (stopped at the end of the session).
+``secured_broker`` is a broker of our own with SASL_PLAINTEXT and SASL_SSL listeners besides PLAINTEXT.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -46,12 +49,32 @@ def _docker_answers() -> bool:
     return result.returncode == 0
 
 
-class LocalBroker:
-    """A broker of our own (scripts/kafka-local on free ports) that a test may stop and restart."""
+# The one user of a broker started with --security (see scripts/kafka-local --help).
+SASL_USER = "bridge"
+SASL_PASSWORD = "bridge-secret"
 
-    def __init__(self) -> None:
+Security = Literal["none", "sasl", "sasl-ssl"]
+
+
+class LocalBroker:
+    """A broker of our own (scripts/kafka-local on free ports) that a test may stop and restart.
+
+    With ``security`` "sasl" it also has a SASL_PLAINTEXT listener at ``sasl_bootstrap``, with
+    "sasl-ssl" also a SASL_SSL one at ``ssl_bootstrap`` whose certificate ``ca_file`` signs; the user
+    is ``SASL_USER`` / ``SASL_PASSWORD`` for PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512.
+    """
+
+    def __init__(self, security: Security = "none") -> None:
         self.port, self.controller_port = free_port(), free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.security = security
+        self.sasl_port = free_port() if security != "none" else None
+        self.ssl_port = free_port() if security == "sasl-ssl" else None
+        self.sasl_bootstrap = f"127.0.0.1:{self.sasl_port}" if self.sasl_port else None
+        self.ssl_bootstrap = f"127.0.0.1:{self.ssl_port}" if self.ssl_port else None
+        # Where scripts/kafka-local writes the throwaway CA (its per-port folder under $TMPDIR).
+        state = Path(tempfile.gettempdir()) / f"infoway-kafka-local-{self.port}"
+        self.ca_file = state / "tls" / "ca.pem" if self.ssl_port else None
 
     def _run(self, *arguments: str) -> None:
         result = run_script(KAFKA_LOCAL, *arguments)
@@ -61,6 +84,10 @@ class LocalBroker:
     def start(self, *, keep_data: bool = False) -> None:
         """Start it; with ``keep_data`` on the previous data (a restart, not a new cluster)."""
         ports = ["--port", str(self.port), "--controller-port", str(self.controller_port)]
+        if self.security != "none":
+            ports += ["--security", self.security, "--sasl-port", str(self.sasl_port)]
+        if self.ssl_port is not None:
+            ports += ["--ssl-port", str(self.ssl_port)]
         self._run("start", *ports, *(["--keep-data"] if keep_data else []))
 
     def stop(self) -> None:
@@ -93,6 +120,21 @@ def kafka_bootstrap() -> Iterator[str]:
 def own_broker() -> Iterator[LocalBroker]:
     """A fresh broker for one test that restarts or stops Kafka (never the shared session broker)."""
     broker = LocalBroker()
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def secured_broker() -> Iterator[LocalBroker]:
+    """A broker of our own with SASL_PLAINTEXT and SASL_SSL listeners next to PLAINTEXT, for one module.
+
+    Tests authenticate on ``sasl_bootstrap`` / ``ssl_bootstrap`` (trusting ``ca_file``) and read back
+    over the unauthenticated ``bootstrap``. Never the session broker: that one has no SASL listeners.
+    """
+    broker = LocalBroker(security="sasl-ssl")
     broker.start()
     try:
         yield broker
