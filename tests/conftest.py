@@ -90,9 +90,9 @@ class LocalBroker:
             ports += ["--ssl-port", str(self.ssl_port)]
         self._run("start", *ports, *(["--keep-data"] if keep_data else []))
 
-    def stop(self) -> None:
-        """Stop it (controlled shutdown)."""
-        self._run("stop", "--port", str(self.port))
+    def stop(self, *, purge: bool = False) -> None:
+        """Stop it (controlled shutdown); ``purge`` also deletes its data, for the final stop."""
+        self._run("stop", "--port", str(self.port), *(["--purge"] if purge else []))
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +113,7 @@ def kafka_bootstrap() -> Iterator[str]:
     try:
         yield broker.bootstrap
     finally:
-        broker.stop()
+        broker.stop(purge=True)
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def own_broker() -> Iterator[LocalBroker]:
     try:
         yield broker
     finally:
-        broker.stop()
+        broker.stop(purge=True)
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def secured_broker() -> Iterator[LocalBroker]:
     try:
         yield broker
     finally:
-        broker.stop()
+        broker.stop(purge=True)
 
 
 REGISTRY_LOCAL = REPO / "scripts" / "registry-local"
