@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bridge.records import Stream
@@ -319,32 +319,22 @@ async def _summarize(sim: Simulator, every: float) -> None:
         last_time, last_sent = now, sent
 
 
-def _port(text: str) -> int:
-    value = _integer(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535, not {value}")
-    return value
+def _integer_in(low: int, high: int | None, what: str) -> Callable[[str], int]:
+    """An argparse type for an integer in ``low..high`` (no upper bound when ``high`` is None)."""
+
+    def parse(text: str) -> int:
+        value = _integer(text)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{what}, not {value}")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
-    return value
-
-
-def _status(text: str) -> int:
-    value = _integer(text)
-    if not 400 <= value <= 599:
-        raise argparse.ArgumentTypeError(f"an HTTP error status is 400..599, not {value}")
-    return value
+_port = _integer_in(0, 65535, "a port is 0..65535")
+_count = _integer_in(0, None, "must be >= 0")
+_positive = _integer_in(1, None, "must be >= 1")
+_status = _integer_in(400, 599, "an HTTP error status is 400..599")
 
 
 def _seconds(text: str) -> float:
