@@ -1,11 +1,19 @@
 #!/usr/bin/env python3
-"""Producer throughput: the bridge's sink against naive aiokafka use, in one process, on one broker.
+"""Delivery throughput: spool and sink in each mode against naive aiokafka use, in one process, on one broker.
 
-Baseline ``send-per-record``: ``await producer.send()`` for every record and a future kept per
-record (the pattern aio-libs/aiokafka#528 shows slowing down badly with thousands in flight).
-Ours: ``KafkaSink`` (per-partition lanes, ``create_batch``/``send_batch``, one future per batch).
-Both are idempotent with ``acks=all``; rounds alternate so machine noise hits both alike. Prints
-records per second and the ratio (above 1: ours is faster).
+Contenders, each acknowledging the same records (trade-sized, 50 keys, 6 partitions), in
+interleaved rounds so machine noise hits all alike:
+
+* ``send-per-record``: ``await producer.send()`` for every record and a future kept per record
+  (the pattern aio-libs/aiokafka#528 shows slowing down badly with thousands in flight);
+* ``memory spool, at-least-once``: the sink from a spool without a directory (no disk at all);
+* ``disk spool, at-least-once`` and ``disk spool, exactly-once``: the bridge's configurations,
+  records appended to segment files (fsync every 1000 records or 50 ms) while the sink drains
+  them as they come: the spool's pass-through cost is the ratio to the memory spool;
+* ``drain``: the disk spool filled first with the producer stopped (Kafka down), then drained:
+  the rate at which a backlog empties after an outage.
+
+Prints records per second (median of the rounds) and the ratios.
 
 Uses ``KAFKA_BOOTSTRAP_SERVERS`` when set, else starts scripts/kafka-local on free ports.
 """
@@ -19,19 +27,23 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
-from bridge.config import parse_config
+from bridge.config import KafkaConfig, parse_config
+from bridge.config_spool import DeliveryConfig, DeliveryMode, SpoolConfig
 from bridge.metrics import BridgeMetrics
 from bridge.records import Stream
 from bridge.serialize import KafkaMessage, RecordSerializer, TopicMap
 from bridge.sink import KafkaSink
+from bridge.spool import Spool
 from bridge.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parent.parent
@@ -55,21 +67,54 @@ def messages(topic: str, count: int) -> list[KafkaMessage]:
     ]
 
 
-async def ours(bootstrap: str, topic: str, batch: list[KafkaMessage]) -> float:
-    """Records per second through KafkaSink, acknowledged."""
-    kafka = parse_config(
+def kafka_config(bootstrap: str, topic: str) -> KafkaConfig:
+    """A ``kafka`` section writing ``topic``, with a fresh offsets topic."""
+    run = uuid.uuid4().hex[:8]
+    topics = {"trade": topic, "dead_letter": topic, "offsets": f"bench.{run}.offsets"}
+    return parse_config(
         {"source": {"api_key": "k", "subscriptions": [{"business": "crypto", "codes": ["X"]}]},
-         "kafka": {"bootstrap_servers": bootstrap, "queue_max_records": len(batch) + 1}}, {},
+         "kafka": {"bootstrap_servers": bootstrap, "topics": topics}}, {},
     ).kafka  # fmt: skip
-    sink = KafkaSink(
-        kafka, RecordSerializer(TopicMap(dict.fromkeys(Stream, topic), topic)), BridgeMetrics(CollectorRegistry())
-    )
-    await sink.start()
-    started = time.perf_counter()
-    for message in batch:
-        await sink.put(message)
-    assert await sink.close(timeout=120) == 0
-    return len(batch) / (time.perf_counter() - started)
+
+
+async def spooled(
+    bootstrap: str, topic: str, batch: list[KafkaMessage], *, mode: DeliveryMode, disk: bool, prefill: bool = False
+) -> float:
+    """Records per second appended to a spool and acknowledged by Kafka through the sink."""
+    kafka = kafka_config(bootstrap, topic)
+    metrics = BridgeMetrics(CollectorRegistry())
+    with tempfile.TemporaryDirectory(prefix="bench-spool-") as directory:
+        spool = Spool(
+            SpoolConfig(dir=Path(directory) if disk else None, max_bytes=4 << 30, segment_bytes=64 << 20), metrics
+        )
+        recovered = spool.open()
+        delivery = DeliveryConfig(mode=mode, transactional_id=f"bench.{uuid.uuid4().hex[:8]}")
+        assert delivery.transactional_id is not None
+        serializer = RecordSerializer(TopicMap(dict.fromkeys(Stream, topic), topic))
+        sink = KafkaSink(
+            kafka, delivery, spool, serializer, metrics,
+            transactional_id=delivery.transactional_id, spool_identity=recovered.identity,
+        )  # fmt: skip
+        if mode is DeliveryMode.EXACTLY_ONCE:
+            await ensure_topics(kafka, [kafka.topics.offsets], compacted=(kafka.topics.offsets,))
+        committed = await sink.start()
+        spool.resume(committed or 0)
+        if prefill:
+            for message in batch:
+                spool.append(message)
+            await spool.sync()
+        started = time.perf_counter()
+        sink.begin()
+        if not prefill:
+            for index, message in enumerate(batch):
+                spool.append(message)
+                if index % 500 == 0:
+                    await asyncio.sleep(0)  # let the sink and the sync task run, as the feed does between frames
+        await spool.wait_until_empty()
+        elapsed = time.perf_counter() - started
+        assert await sink.close(timeout=120) == 0
+        await spool.close()
+    return len(batch) / elapsed
 
 
 async def send_per_record(bootstrap: str, topic: str, batch: list[KafkaMessage]) -> float:
@@ -93,21 +138,42 @@ async def run(bootstrap: str, records: int, rounds: int) -> None:
     ).kafka  # fmt: skip
     await ensure_topics(kafka, [topic])
     batch = messages(topic, records)
-    rates: dict[str, list[float]] = {"ours (KafkaSink)": [], "send-per-record": []}
+    exactly, least = DeliveryMode.EXACTLY_ONCE, DeliveryMode.AT_LEAST_ONCE
+    contenders: dict[str, Callable[[], Awaitable[float]]] = {
+        "send-per-record": lambda: send_per_record(bootstrap, topic, batch),
+        "memory spool, at-least-once": lambda: spooled(bootstrap, topic, batch, mode=least, disk=False),
+        "disk spool, at-least-once": lambda: spooled(bootstrap, topic, batch, mode=least, disk=True),
+        "disk spool, exactly-once": lambda: spooled(bootstrap, topic, batch, mode=exactly, disk=True),
+        "drain, at-least-once": lambda: spooled(bootstrap, topic, batch, mode=least, disk=True, prefill=True),
+        "drain, exactly-once": lambda: spooled(bootstrap, topic, batch, mode=exactly, disk=True, prefill=True),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
     for index in range(rounds):
-        rates["ours (KafkaSink)"].append(await ours(bootstrap, topic, batch))
-        rates["send-per-record"].append(await send_per_record(bootstrap, topic, batch))
+        for name, contender in contenders.items():
+            rates[name].append(await contender())
         print(f"round {index + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items()), flush=True)
     median = {name: statistics.median(values) for name, values in rates.items()}
     for name, value in median.items():
-        print(f"{name:>18}: {value:10,.0f} records/s acknowledged (median of {rounds}, {records:,} records each)")
-    print(f"ours / send-per-record = {median['ours (KafkaSink)'] / median['send-per-record']:.2f}")
+        print(f"{name:>28}: {value:10,.0f} records/s acknowledged (median of {rounds}, {records:,} records each)")
+    ratios = [
+        (
+            "disk spool / memory spool (the spool's pass-through cost)",
+            "disk spool, at-least-once",
+            "memory spool, at-least-once",
+        ),
+        ("exactly-once / at-least-once, disk spool", "disk spool, exactly-once", "disk spool, at-least-once"),
+        ("memory spool / send-per-record", "memory spool, at-least-once", "send-per-record"),
+        ("drain after an outage / live, at-least-once", "drain, at-least-once", "disk spool, at-least-once"),
+        ("drain after an outage / live, exactly-once", "drain, exactly-once", "disk spool, exactly-once"),
+    ]
+    for label, numerator, denominator in ratios:
+        print(f"{label}: {median[numerator] / median[denominator]:.2f}")
 
 
 def main() -> None:
     """Find or start a broker, then run."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=50_000, help="records per round (default 50000)")
+    parser.add_argument("--records", type=int, default=50_000, help="records per round and contender (default 50000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per producer (default 3)")
     args = parser.parse_args()
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")

@@ -1,14 +1,17 @@
 """Wiring and lifecycle: build everything from the config, run it, stop it within a deadline.
 
-Start order (:meth:`Bridge.run`): the metrics endpoint, the topics (created or checked), the
-framing (schemas registered in confluent format), the Kafka producer (fail fast with a clear
-message when the broker is unreachable), then one feed task per planned vendor connection. The
-teardown is the reverse, written once as an :class:`~contextlib.AsyncExitStack`: feeds close
-their sockets (no new data) and publish any gap still open, the sink flushes what it holds
-against ``kafka.flush_timeout_seconds``, the endpoint closes, and the final summary is logged.
+Start order (:meth:`Bridge.run`): the metrics endpoint, the spool (locked and scanned), the
+topics (created or checked), the framing (schemas registered in confluent format), the Kafka
+producer (fail fast with a clear message when the broker is unreachable; in exactly-once
+delivery it fences an earlier instance and reads the committed spool position), the spool's
+replay and the delivery task, then one feed task per planned vendor connection. The teardown is
+the reverse, written once as an :class:`~contextlib.AsyncExitStack`: feeds close their sockets
+(no new data) and publish any gap still open, the sink delivers what the spool holds against
+``kafka.flush_timeout_seconds`` (the rest stays in the spool for the next start), the spool is
+synced and released, the endpoint closes, and the final summary is logged.
 
 The path of one push: feed (socket) -> session (record) -> :class:`~bridge.pipeline.Publisher`
-(serialize) -> :class:`~bridge.sink.KafkaSink` (Kafka).
+(serialize) -> :class:`~bridge.spool.Spool` (disk) -> :class:`~bridge.sink.KafkaSink` (Kafka).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -25,19 +29,21 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from bridge.config import BridgeConfig
+from bridge.config_spool import DeliveryMode
 from bridge.errors import KafkaError
-from bridge.feed import Emit, FeedConnection, vendor_url
+from bridge.feed import FeedConnection, Outlet, vendor_url
 from bridge.http import HealthServer
 from bridge.logs import guard_library_loggers
 from bridge.metrics import BridgeMetrics
 from bridge.pipeline import Publisher
 from bridge.protocol import ConnectionSession, FrameBudget, plan_connections
-from bridge.protocol.events import DataOutcome
 from bridge.protocol.session import run_id
 from bridge.registry import register_schemas
 from bridge.reporting import Summaries
 from bridge.serialize import Framing, RecordSerializer, TopicMap, WireFormat
 from bridge.sink import KafkaSink
+from bridge.spool import Spool
+from bridge.spool_segments import Recovered
 from bridge.timing import Clock, RetryPolicy
 from bridge.topics import ensure_topics
 
@@ -56,7 +62,7 @@ def topic_map(config: BridgeConfig) -> TopicMap:
 
 def build_feeds(
     config: BridgeConfig,
-    emit: Emit,
+    outlet: Outlet,
     metrics: BridgeMetrics,
     *,
     run: str,
@@ -98,7 +104,7 @@ def build_feeds(
                 FeedConnection(
                     session,
                     url,
-                    emit,
+                    outlet,
                     metrics,
                     retry=policy,
                     clock=clock,
@@ -129,18 +135,14 @@ class Bridge:
         self.metrics = BridgeMetrics(registry or CollectorRegistry())
         self.topics = topic_map(config)
         self.run_id = run_id(datetime.now(UTC), secrets.randbits(24))
+        self.spool = Spool(config.spool, self.metrics)
         self.sink: KafkaSink | None = None
-        self._publisher: Publisher | None = None
-        self.feeds = build_feeds(config, self._publish, self.metrics, run=self.run_id, retry=retry, clock=clock)
+        self.feeds: list[FeedConnection] = []
+        self._retry, self._clock = retry, clock
         self.health = HealthServer(self.metrics.registry, self.readiness)
         self.metrics_port: int | None = None
         self._summaries = Summaries(self.metrics.registry)
         self._subscribed_at_stop = 0
-
-    async def _publish(self, outcome: DataOutcome) -> None:
-        """The feeds' port; the feeds start only once :meth:`run` has built the publisher."""
-        assert self._publisher is not None, "feeds run only inside Bridge.run"
-        await self._publisher.publish(outcome)
 
     async def _framing(self) -> Framing:
         """The wire format, with the registry's schema ids in confluent format (registered here, before any record)."""
@@ -184,34 +186,75 @@ class Bridge:
             self.metrics_port = await self.health.start(config.metrics.host, config.metrics.port)
             teardown.push_async_callback(self.health.close)
             log.info("metrics on http://%s:%d/metrics", config.metrics.host, self.metrics_port)
-            await ensure_topics(config.kafka, list(self.topics.schema_topics().values()))
+            recovered = self.spool.open()
+            teardown.push_async_callback(self.spool.close)
+            exactly_once = config.delivery.mode is DeliveryMode.EXACTLY_ONCE
+            offsets = (config.kafka.topics.offsets,) if exactly_once else ()
+            await ensure_topics(config.kafka, [*self.topics.schema_topics().values(), *offsets], compacted=offsets)
             serializer = RecordSerializer(
                 self.topics,
                 await self._framing(),
                 secrets=config.secrets(),
                 dead_letter_max_raw_chars=config.kafka.dead_letter_max_raw_chars,
             )
-            self.sink = KafkaSink(config.kafka, serializer, self.metrics)
-            await self.sink.start()
+            transactional_id = config.delivery.transactional_id or f"{config.kafka.client_id}.{socket.gethostname()}"
+            self.sink = KafkaSink(
+                config.kafka,
+                config.delivery,
+                self.spool,
+                serializer,
+                self.metrics,
+                transactional_id=transactional_id,
+                spool_identity=recovered.identity,
+                run_id=self.run_id,
+            )
+            committed = await self.sink.start()
             teardown.push_async_callback(self._close_sink, self.sink)
-            self._publisher = Publisher(serializer, self.sink.put, self.metrics)
-            teardown.push_async_callback(self._finish_feeds)
+            self.spool.resume(recovered.acknowledged if committed is None else committed)
+            self._log_recovery(recovered)
+            self.sink.begin()
+            publisher = Publisher(serializer, self.spool, self.metrics)
+            self.feeds = build_feeds(
+                config, publisher, self.metrics, run=self.run_id, retry=self._retry, clock=self._clock
+            )
+            teardown.callback(self._finish_feeds)
             log.info(
-                "producing to Kafka at %s (topics: %s; run id %s)",
+                "producing to Kafka at %s (topics: %s; delivery %s%s; run id %s)",
                 config.kafka.bootstrap_servers,
                 ", ".join(self.topics.schema_topics().values()),
+                config.delivery.mode.value,
+                f" as transactional id {transactional_id}" if exactly_once else "",
                 self.run_id,
             )
             return await self._supervise(stop, summary_interval, run_for)
 
-    async def _finish_feeds(self) -> None:
+    def _log_recovery(self, recovered: Recovered) -> None:
+        directory = self.config.spool.dir
+        if directory is None:
+            log.warning("spool.dir is null: records wait in memory only, and are lost if the process dies")
+            return
+        log.info(
+            "spool %s: found %d records in %d segments (%d bytes); Kafka has everything up to offset %d, "
+            "%d records to deliver first; torn last write: %s; damaged entries skipped: %d",
+            directory, recovered.records, recovered.segments, recovered.size_bytes, self.spool.acknowledged,
+            self.spool.pending, recovered.torn or "none", recovered.damaged,
+        )  # fmt: skip
+
+    def _finish_feeds(self) -> None:
         for feed in self.feeds:
-            await feed.finish()
+            feed.finish()
 
     async def _close_sink(self, sink: KafkaSink) -> None:
-        undelivered = await sink.close()
-        if undelivered:
-            log.error("%d record(s) were lost at shutdown; see the errors above", undelivered)
+        left = await sink.close()
+        if not left:
+            return
+        if self.config.spool.dir is None:
+            log.error("%d record(s) were lost at shutdown: Kafka did not take them in time and spool.dir is null", left)
+        else:
+            log.warning(
+                "%d record(s) not yet in Kafka stay in the spool at %s; the next start delivers them first",
+                left, self.config.spool.dir,
+            )  # fmt: skip
 
     async def _supervise(self, stop: asyncio.Event, summary_interval: float | None, run_for: float | None) -> int:
         assert self.sink is not None

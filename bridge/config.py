@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config_spool import DeliveryConfig, SpoolConfig
 from bridge.errors import ConfigError
 from bridge.protocol.codes import KlineInterval
 from bridge.protocol.requests import DEFAULT_MAX_CODES_PER_CONNECTION
@@ -142,6 +143,8 @@ class TopicsConfig(_Frozen):
     dead_letter: str = "infoway.dlq"
     gap: str | None = None
     """Where gap records go (``schemas/gap.avsc``); off unless set."""
+    offsets: str = "infoway.bridge.offsets"
+    """Exactly-once delivery: the spool position committed with each transaction (compacted, one partition)."""
 
     def for_stream(self, stream: Stream) -> str:
         """The topic a stream's records go to."""
@@ -266,7 +269,6 @@ class KafkaConfig(_Frozen):
     linger_ms: int = Field(5, ge=0)
     max_batch_bytes: int = Field(1 << 20, ge=1024)
     request_timeout_seconds: PositiveSeconds = 30.0
-    queue_max_records: int = Field(100_000, ge=100)
     flush_timeout_seconds: PositiveSeconds = 15.0
     delivery_timeout_seconds: PositiveSeconds = 120.0
     """How long one batch may wait for the broker before the sink retries it (the broker may be down)."""
@@ -296,6 +298,8 @@ class BridgeConfig(_Frozen):
     kafka: KafkaConfig = KafkaConfig()
     serialization: SerializationConfig = SerializationConfig()
     metrics: MetricsConfig = MetricsConfig()
+    spool: SpoolConfig = SpoolConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret the configuration holds, for scrubbing logs, errors and dead letters."""

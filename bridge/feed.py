@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -42,7 +42,7 @@ from bridge.protocol.events import (
 )
 from bridge.records import Cause
 from bridge.redact import RedactingFilter, redact
-from bridge.timing import Clock, RetryPolicy
+from bridge.timing import Clock, RetryPolicy, wait_event
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,20 @@ log = logging.getLogger(__name__)
 wire_log = logging.getLogger("bridge.feed.websockets")
 wire_log.addFilter(RedactingFilter())
 
-Emit = Callable[[DataOutcome], Awaitable[None]]
-"""The feed's one output port: publish a record, dead letter or gap; may wait (backpressure)."""
+
+class Outlet(Protocol):
+    """The feed's one output: where records, dead letters and gaps go (``bridge.pipeline.Publisher``)."""
+
+    def emit(self, outcome: DataOutcome) -> None:
+        """Publish one outcome; never waits."""
+
+    @property
+    def accepting(self) -> bool:
+        """False when the output is full: the feed then stops reading until there is room."""
+
+    async def wait_for_room(self) -> None:
+        """Return once the output accepts records again."""
+
 
 FAILURES_BEFORE_WARNING = 5
 """Connection attempts failing in a row before one WARNING sums them up (each is INFO)."""
@@ -70,7 +82,8 @@ class FeedConnection:
     Args:
         session: the protocol state for this connection's plan.
         url: the full URL including the key.
-        emit: where records, dead letters and gaps go; may wait (backpressure).
+        outlet: where records, dead letters and gaps go; when it is full the feed closes the
+            connection (a gap) and reconnects once there is room.
         metrics: counters and gauges of the connection.
         retry: the reconnect policy.
         clock: the time source.
@@ -82,7 +95,7 @@ class FeedConnection:
         self,
         session: ConnectionSession,
         url: str,
-        emit: Emit,
+        outlet: Outlet,
         metrics: BridgeMetrics,
         *,
         retry: RetryPolicy | None = None,
@@ -93,7 +106,7 @@ class FeedConnection:
         self.session = session
         self._url = url
         self._where = url.split("?", 1)[0]
-        self._emit = emit
+        self._outlet = outlet
         self._metrics = metrics
         self._retry = retry or RetryPolicy()
         self._clock = clock or Clock()
@@ -123,6 +136,10 @@ class FeedConnection:
             self.session.connection_lost(ended, self._clock.wall())
             if ended.cause is Cause.STOPPED or stop.is_set():
                 return
+            if ended.cause is Cause.SPOOL_FULL:
+                self._metrics.reconnects.labels(self._business, ended.cause.value, "").inc()
+                await self._wait_for_room(stop)
+                continue
             if not ended.retry:
                 self._metrics.terminal_errors.labels(self._business, _code(ended)).inc()
                 log.error(
@@ -147,8 +164,7 @@ class FeedConnection:
                     self._clock.monotonic() - first_failure, ended.detail, self._retry.maximum,
                     extra=self._context(ended),
                 )  # fmt: skip
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await wait_event(stop, delay)
 
     def _log_retry(self, connection_id: str, opened: bool, ended: Disconnect, delay: float, attempt: int) -> None:
         extra = self._context(ended, retry_in_seconds=round(delay, 3))
@@ -222,20 +238,38 @@ class FeedConnection:
         return Disconnect(Cause.CLOSED, detail="the vendor closed the connection")
 
     async def _read(self, socket: ClientConnection) -> Disconnect | None:
-        session, emit, clock = self.session, self._emit, self._clock
+        session, outlet, clock = self.session, self._outlet, self._clock
         frames = self._metrics.frames_received
         async for frame in socket:
             kind, outcomes = session.receive(frame, clock.monotonic(), clock.wall())
             frames.labels(self._business, kind.value).inc()
             for outcome in outcomes:
                 if isinstance(outcome, Record | Rejected | GapClosed):
-                    await emit(outcome)
+                    outlet.emit(outcome)
                 elif isinstance(outcome, Disconnect):
                     return outcome
                 else:
                     self._report(outcome)
+            if not outlet.accepting:
+                return Disconnect(Cause.SPOOL_FULL, detail="the spool is full (spool.max_bytes); stopped reading")
             self._wake_writer.set()
         return None
+
+    async def _wait_for_room(self, stop: asyncio.Event) -> None:
+        log.error(
+            "connection %s (business %s) closed: the spool is full; reconnecting once Kafka has taken records "
+            "(the interval is published as a gap)",
+            self.session.connection_id, self._business,
+        )  # fmt: skip
+        room = asyncio.create_task(self._outlet.wait_for_room(), name=f"{self.session.plan.name}-room")
+        stopper = asyncio.create_task(stop.wait(), name=f"{self.session.plan.name}-room-stop")
+        try:
+            await asyncio.wait({room, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (room, stopper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     def _report(self, outcome: Outcome) -> None:
         """Log (and count) what the session says about the connection itself."""
@@ -286,14 +320,13 @@ class FeedConnection:
             wakeup = session.next_wakeup(clock.monotonic())
             self._wake_writer.clear()
             timeout = None if wakeup is None else max(wakeup - clock.monotonic(), 0.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_writer.wait(), timeout)
+            await wait_event(self._wake_writer, timeout)
 
-    async def finish(self) -> None:
+    def finish(self) -> None:
         """Publish a gap still open when the bridge stops (or this connection failed for good)."""
         closed = self.session.finish(self._clock.wall())
         if closed is not None:
-            await self._emit(closed)
+            self._outlet.emit(closed)
 
     def _context(self, ended: Disconnect, **fields: object) -> dict[str, object]:
         """Structured context for a log line (JSON logs carry it as fields)."""

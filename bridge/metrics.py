@@ -7,7 +7,13 @@ value such as a raw frame or a symbol. Tests build :class:`BridgeMetrics` on a f
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from bridge.serialize import KafkaMessage
 
 # Market-data lag runs from well under a millisecond (loopback) to minutes (a stalled feed,
 # a bar's age for klines): the buckets span both, denser where healthy feeds live.
@@ -97,12 +103,72 @@ class BridgeMetrics:
             ["reason"],
             registry=registry,
         )
+        self.spool_bytes = Gauge(
+            prefix + "spool_bytes", "Bytes in the spool (segment files and the write buffer).", registry=registry
+        )
+        self.spool_records = Gauge(
+            prefix + "spool_records", "Records in the spool not yet acknowledged by Kafka.", registry=registry
+        )
+        self.spool_oldest_record_age = Gauge(
+            prefix + "spool_oldest_record_age_seconds",
+            "Age of the oldest record not yet acknowledged by Kafka (0 when the spool is empty).",
+            registry=registry,
+        )
+        self.spool_written = Counter(
+            prefix + "spool_written_records", "Records appended to the spool.", registry=registry
+        )
+        self.spool_drained = Counter(
+            prefix + "spool_drained_records",
+            "Records read from the spool to be produced (retries included).",
+            registry=registry,
+        )
+        self.spool_sync_seconds = Histogram(
+            prefix + "spool_sync_seconds",
+            "Time to write out the spool's buffer and fsync it.",
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+            registry=registry,
+        )
+        self.spool_dropped = Counter(
+            prefix + "spool_dropped_records",
+            "Records deleted undelivered to make room (spool.when_full: drop-oldest) or lost to a write error.",
+            ["reason"],
+            registry=registry,
+        )
+        self.spool_damaged = Counter(
+            prefix + "spool_damaged_records",
+            "Damaged spool entries skipped (bad CRC, torn write), by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        self.spool_write_errors = Counter(
+            prefix + "spool_write_errors",
+            "Failed writes to the spool directory (full disk, I/O error).",
+            registry=registry,
+        )
         self.gap_seconds = Counter(
             prefix + "gap_seconds",
             "Seconds during which a subscription was not being received.",
             ["business"],
             registry=registry,
         )
+
+    def observe_acknowledged(self, messages: list[KafkaMessage], acknowledged_at: datetime) -> None:
+        """Count records Kafka acknowledged at ``acknowledged_at``, and their lag, per topic and stream."""
+        counts: dict[str, int] = {}
+        for message in messages:
+            counts[message.topic] = counts.get(message.topic, 0) + 1
+            if message.stream is None or message.event_time is None:
+                continue
+            stream = message.stream.value
+            self.event_lag.labels(message.business or "", stream).observe(
+                (acknowledged_at - message.event_time).total_seconds()
+            )
+            self.pipeline_latency.labels(stream).observe((acknowledged_at - message.received_time).total_seconds())
+        for topic, count in counts.items():
+            self.records_produced.labels(topic).inc(count)
+        last = next((m for m in reversed(messages) if m.stream is not None and m.event_time is not None), None)
+        if last is not None and last.stream is not None and last.event_time is not None:
+            self.last_event_timestamp.labels(last.business or "", last.stream.value).set(last.event_time.timestamp())
 
 
 def counter_totals(registry: CollectorRegistry, name: str, label: str) -> dict[str, float]:

@@ -1,44 +1,53 @@
-"""The feed's one output port: data outcomes in, Kafka messages out (serialize, then the sink).
+"""The feed's one outlet: data outcomes in, Kafka messages into the spool (serialize, then append).
 
 The feed knows nothing of Kafka: it hands every :class:`~bridge.protocol.events.Record`,
 :class:`~bridge.protocol.events.Rejected` and :class:`~bridge.protocol.events.GapClosed` to
-:meth:`Publisher.publish`. Here a record is encoded (a value the schema cannot carry exactly
+:meth:`Publisher.emit`. Here a record is encoded (a value the schema cannot carry exactly
 becomes a dead letter of stage ``serialize``), a dead letter and a gap are counted and logged,
-and each message goes to the sink, which may make the caller wait (backpressure).
+and each message is appended to the spool, which never waits; when the spool is full it stops
+*accepting*, and the feed closes its connections until there is room (the gap is published).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 from bridge.errors import MalformedPayload
 from bridge.metrics import BridgeMetrics
 from bridge.protocol.events import DataOutcome, GapClosed, Record, Rejected
 from bridge.records import DeadLetter, DeadLetterStage
-from bridge.serialize import KafkaMessage, RecordSerializer
+from bridge.serialize import RecordSerializer
+from bridge.spool import Spool
 
 log = logging.getLogger(__name__)
 
 
 class Publisher:
-    """Serializes data outcomes and hands the messages to ``send`` (the sink's ``put``).
+    """Serializes data outcomes and appends the messages to the spool.
 
     Args:
         serializer: encodes records, dead letters and gaps for their topics.
-        send: takes one message; may wait (backpressure).
+        spool: where every message waits until Kafka has it.
         metrics: where dead letters and gap seconds are counted.
     """
 
-    def __init__(
-        self, serializer: RecordSerializer, send: Callable[[KafkaMessage], Awaitable[None]], metrics: BridgeMetrics
-    ) -> None:
+    def __init__(self, serializer: RecordSerializer, spool: Spool, metrics: BridgeMetrics) -> None:
         self._serializer = serializer
-        self._send = send
+        self._spool = spool
+        self._send = spool.append
         self._metrics = metrics
 
-    async def publish(self, outcome: DataOutcome) -> None:
-        """Publish one outcome; safe to cancel (nothing is half-sent: the sink takes a message or not)."""
+    @property
+    def accepting(self) -> bool:
+        """Whether the feed may go on reading (the spool is not full)."""
+        return self._spool.accepting
+
+    async def wait_for_room(self) -> None:
+        """Return once the spool accepts records again; safe to cancel."""
+        await self._spool.wait_for_room()
+
+    def emit(self, outcome: DataOutcome) -> None:
+        """Publish one outcome; never waits."""
         if isinstance(outcome, Record):
             record = outcome.record
             try:
@@ -54,24 +63,24 @@ class Publisher:
                     business=provenance.business,
                     connection_id=provenance.connection_id,
                 )
-                await self._dead_letter(letter)
+                self._dead_letter(letter)
                 return
-            await self._send(message)
+            self._send(message)
         elif isinstance(outcome, Rejected):
-            await self._dead_letter(outcome.letter)
+            self._dead_letter(outcome.letter)
         else:
-            await self._gap(outcome)
+            self._gap(outcome)
 
-    async def _dead_letter(self, letter: DeadLetter) -> None:
+    def _dead_letter(self, letter: DeadLetter) -> None:
         self._metrics.dead_letters.labels(letter.reason).inc()
         log.warning(
             "dead letter from %s (business %s): %s at %s: %s",
             letter.connection_id, letter.business, letter.reason, letter.stage.value, letter.detail,
             extra={"business": letter.business, "connection": letter.connection_id, "reason": letter.reason},
         )  # fmt: skip
-        await self._send(self._serializer.serialize_dead_letter(letter))
+        self._send(self._serializer.serialize_dead_letter(letter))
 
-    async def _gap(self, closed: GapClosed) -> None:
+    def _gap(self, closed: GapClosed) -> None:
         gap = closed.gap
         self._metrics.gap_seconds.labels(gap.business).inc(gap.seconds)
         cause = gap.cause.value if gap.code is None else f"{gap.cause.value} {gap.code}"
@@ -87,4 +96,4 @@ class Publisher:
         )  # fmt: skip
         message = self._serializer.serialize_gap(gap)
         if message is not None:
-            await self._send(message)
+            self._send(message)

@@ -144,6 +144,8 @@ class Cause(enum.StrEnum):
     """The vendor sent an error frame that ends the connection (``code``)."""
     STALE = "stale"
     """No push for ``stale_after`` seconds on an open socket."""
+    SPOOL_FULL = "spool_full"
+    """The spool reached ``spool.max_bytes`` (``when_full: stop-reading``): reading stopped until there was room."""
     STOPPED = "stopped"
     """The bridge was asked to stop."""
     ERROR = "error"

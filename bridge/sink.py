@@ -1,32 +1,29 @@
-"""The Kafka side: per-partition lanes that batch records into an idempotent aiokafka producer.
+"""The Kafka side: delivery rounds from the spool to the producer, exactly once or at least once.
 
 Theory of operation
 -------------------
-:meth:`KafkaSink.put` takes a slot of the bounded capacity (``kafka.queue_max_records``; it
-waits while the bridge holds that many undelivered records: backpressure), picks the partition
-the way Kafka's Java client does (murmur2 of the key), and appends the message to that
-partition's *lane*. One task per lane takes everything queued there, up to a batch's size,
-builds one batch with ``create_batch`` and submits it with ``send_batch``, and waits for that
-batch's acknowledgement before building the next. So:
+One task reads the spool in offset order (:meth:`bridge.spool.Spool.read`: up to
+``delivery.transaction_max_records`` records, waiting up to ``delivery.max_wait_ms`` for more
+once it has some) and delivers them as one *round*: the records grouped by partition (murmur2 of
+the key, as Kafka's Java client does), each partition's records in order in as few batches as
+fit. Only when Kafka has acknowledged the whole round does the spool's acknowledged position
+advance, so the spool never forgets a record Kafka does not hold, and per-symbol order holds: one
+partition per symbol, its batches in order, a failed round retried before the next begins.
 
-* per-symbol order holds by construction: one partition, one batch in flight, retried in place;
-* no future per record (thousands of ``send()`` futures slow aiokafka badly, aio-libs/aiokafka
-  #528): one future per batch, and batches grow with the load while a round trip is under way;
-* nothing is dropped: a batch leaves its lane only when Kafka acknowledged it, or when Kafka
-  refused a record for good (too large, not authorised) and that record went to the
-  dead-letter topic with the reason.
+``delivery.mode: exactly-once``: the producer is transactional. A round is one transaction that
+also writes the round's last spool offset to ``kafka.topics.offsets``
+(:mod:`bridge.positions`); both commit or neither. After a failed round (the broker gone, a
+commit whose answer was lost) the sink asks Kafka which position is committed and resumes after
+it, so a round is never written twice; consumers with ``isolation.level=read_committed`` see
+every record once. ``ProducerFenced`` means another instance took over the transactional id:
+this one is the zombie and stops.
 
-aiokafka pitfalls designed around, each exercised by a test against a real broker:
+``delivery.mode: at-least-once``: the producer is idempotent. A round's partitions are retried
+in place until acknowledged; a partition whose batch was written but whose answer was lost is
+written again: a possible duplicate, bounded by one round.
 
-* with idempotence on, waits can hang while the broker is down (#1101): every wait here is
-  bounded (``delivery_timeout_seconds`` per batch, ``flush_timeout_seconds`` at shutdown), and a
-  batch that timed out is retried, not lost;
-* ``OutOfOrderSequenceNumber`` kills the producer's sender task for good (#1017): the sink sees
-  the dead producer, builds a new one and resends the same batch, still in order.
-
-A retried batch may have been written by the first attempt (the broker acknowledged it, the
-answer was lost), so a retry after a timeout can duplicate records: at-least-once. Retries that
-aiokafka performs itself, within one producer, are deduplicated by the broker (idempotence).
+A record Kafka refuses for good (too large, not authorised) goes to the dead-letter topic with
+the reason; the records around it are delivered.
 """
 
 from __future__ import annotations
@@ -35,388 +32,329 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import (
-    KafkaConnectionError,
-    MessageSizeTooLargeError,
-    OutOfOrderSequenceNumber,
-    ProducerFenced,
-    RecordListTooLargeError,
-    RecordTooLargeError,
-    TopicAuthorizationFailedError,
-)
 from aiokafka.errors import KafkaError as AIOKafkaError
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.errors import ProducerFenced
 from aiokafka.structs import TopicPartition
 
 from bridge.config import KafkaConfig
+from bridge.config_spool import DeliveryConfig, DeliveryMode
 from bridge.errors import KafkaError
-from bridge.kafka_connection import connection_options, producer_is_dead, stop_quietly
 from bridge.metrics import BridgeMetrics
+from bridge.positions import POSITION_PARTITION, committed_position, position_value
+from bridge.producer import FATAL_TO_PRODUCER, MAX_RETRY_DELAY, PERMANENT_FAILURES, Producer
 from bridge.records import DeadLetter, DeadLetterStage
 from bridge.serialize import KafkaMessage, RecordSerializer
+from bridge.spool import Spool
 
 log = logging.getLogger(__name__)
 
-_PERMANENT_FAILURES: dict[type[BaseException], str] = {
-    MessageSizeTooLargeError: "record_too_large",
-    RecordTooLargeError: "record_too_large",
-    RecordListTooLargeError: "record_too_large",
-    TopicAuthorizationFailedError: "topic_authorization_failed",
-}
-# Errors after which the producer's sender task is gone: only a new producer can send again.
-_FATAL_TO_PRODUCER: tuple[type[BaseException], ...] = (OutOfOrderSequenceNumber, ProducerFenced)
-_MAX_RETRY_DELAY = 30.0
-
-
-@dataclass(slots=True)
-class _PartitionLane:
-    """The records waiting for one partition, and the task that sends them in order."""
-
-    partition: TopicPartition
-    messages: deque[KafkaMessage] = field(default_factory=deque)
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
+Entry = tuple[int, KafkaMessage]
+Refusal = tuple[BaseException, list[Entry]]
+"""What Kafka refused for good, and the records of the round that are not delivered because of it."""
 
 
 class KafkaSink:
-    """Owns the producer, the per-partition lanes and their tasks (see the module docstring).
+    """Owns the producer and the delivery task (see the module docstring).
 
     Args:
         config: the ``kafka`` section.
+        delivery: the ``delivery`` section.
+        spool: where records wait; the sink reads and acknowledges it.
         serializer: builds dead letters for records Kafka refuses for good.
         metrics: where deliveries, failures and lag are counted.
+        transactional_id: the producer's id in exactly-once delivery.
+        spool_identity: the spool's id, written with every committed position.
+        run_id: written in position records, to tell runs apart.
         wall_clock: the time used to measure lag at acknowledgement (injected for tests).
     """
 
     def __init__(
         self,
         config: KafkaConfig,
+        delivery: DeliveryConfig,
+        spool: Spool,
         serializer: RecordSerializer,
         metrics: BridgeMetrics,
         *,
+        transactional_id: str,
+        spool_identity: str,
+        run_id: str = "",
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._config = config
+        self._delivery = delivery
+        self._spool = spool
         self._serializer = serializer
         self._metrics = metrics
+        self._run_id = run_id
         self._wall_clock = wall_clock
-        self._producer: AIOKafkaProducer | None = None
-        self._producer_generation = 0
-        self._replace_lock = asyncio.Lock()
-        self._capacity = asyncio.Semaphore(config.queue_max_records)
-        self._lanes: dict[TopicPartition, _PartitionLane] = {}
-        self._partitions: dict[str, list[int]] = {}
-        self._partitioner = DefaultPartitioner()
-        self._pending = 0
-        self._drained = asyncio.Event()
-        self._drained.set()
+        self.exactly_once = delivery.mode is DeliveryMode.EXACTLY_ONCE
+        self.transactional_id = transactional_id
+        self.spool_identity = spool_identity
+        self.producer = Producer(config, transactional_id if self.exactly_once else None)
+        self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.failure: BaseException | None = None
         self.broken = asyncio.Event()
-        """Set when the sink can no longer deliver (a bug); the application stops on it."""
+        """Set when the sink can no longer deliver (fenced, or a bug); the application stops on it."""
         self.delivered = 0
         self.failed = 0
-        self.producers_replaced = 0
 
     @property
     def running(self) -> bool:
-        """Whether a producer is started and the sink accepts records."""
-        return self._producer is not None and not self._closing
+        """Whether a producer is started and the delivery task runs."""
+        return self.producer.current is not None and self._task is not None and not self._task.done()
 
     @property
     def pending(self) -> int:
-        """Records handed to the sink and not yet acknowledged (or dead-lettered)."""
-        return self._pending
+        """Records in the spool not yet acknowledged by Kafka."""
+        return self._spool.pending
 
-    def _options(self) -> dict[str, Any]:
-        config = self._config
-        return {
-            **connection_options(config),
-            "acks": "all",
-            "enable_idempotence": True,
-            "compression_type": None if config.compression == "none" else config.compression,
-            "linger_ms": config.linger_ms,
-            "max_batch_size": config.max_batch_bytes,
-            "max_request_size": max(config.max_batch_bytes, 1 << 20),
-        }
-
-    async def _start_producer(self) -> AIOKafkaProducer:
-        producer = AIOKafkaProducer(**self._options())
-        try:
-            await asyncio.wait_for(producer.start(), self._config.request_timeout_seconds)
-        except BaseException:
-            await stop_quietly(producer)
-            raise
-        self._producer_generation += 1
-        return producer
-
-    async def start(self) -> None:
-        """Connect the producer, bounded by the request timeout.
+    async def start(self) -> int | None:
+        """Connect the producer; in exactly-once delivery, returns the spool position Kafka has committed.
 
         Raises:
-            KafkaError: the brokers did not answer in time; the message names them.
+            KafkaError: the brokers did not answer in time, or the position could not be read.
         """
+        await self.producer.start()
+        if not self.exactly_once:
+            return None
         try:
-            self._producer = await self._start_producer()
-        except (TimeoutError, KafkaConnectionError, AIOKafkaError, OSError) as exc:
+            return await committed_position(
+                self._config, self._config.topics.offsets, self.transactional_id, self.spool_identity
+            )
+        except (TimeoutError, AIOKafkaError, OSError) as exc:
             raise KafkaError(
-                f"cannot reach Kafka at {self._config.bootstrap_servers} "
-                f"within {self._config.request_timeout_seconds:g}s ({type(exc).__name__}): "
-                "check kafka.bootstrap_servers or KAFKA_BOOTSTRAP_SERVERS"
+                f"cannot read the committed spool position from {self._config.topics.offsets} "
+                f"({type(exc).__name__}: {exc})"
             ) from exc
 
-    async def put(self, message: KafkaMessage) -> None:
-        """Queue one message for its partition; waits while the sink is full (backpressure).
+    async def _committed(self) -> int:
+        """The spool position Kafka has committed for this transactional id and spool."""
+        topic = self._config.topics.offsets
+        return await committed_position(self._config, topic, self.transactional_id, self.spool_identity)
 
-        Raises:
-            KafkaError: the sink has failed (see ``failure``), so nothing queued could be delivered.
-        """
-        if self.failure is not None:
-            raise KafkaError(f"the Kafka sink has failed: {self.failure}")
-        await self._capacity.acquire()
-        try:
-            partition = TopicPartition(message.topic, await self._partition_of(message))
-        except BaseException:
-            self._capacity.release()
-            raise
-        self._enqueue(partition, message)
+    def begin(self) -> None:
+        """Start delivering from the spool (after the spool has resumed)."""
+        self._task = asyncio.create_task(self._deliver_loop(), name="kafka-delivery")
+        self._task.add_done_callback(self._ended)
 
-    def _enqueue(self, partition: TopicPartition, message: KafkaMessage) -> None:
-        lane = self._lanes.get(partition)
-        if lane is None:
-            lane = self._lanes[partition] = _PartitionLane(partition)
-            lane.task = asyncio.create_task(
-                self._run_lane(lane), name=f"kafka-lane-{partition.topic}-{partition.partition}"
-            )
-        lane.messages.append(message)
-        lane.ready.set()
-        self._pending += 1
-        self._drained.clear()
-        self._metrics.queue_depth.set(self._pending)
-
-    def _lane_ended(self, task: asyncio.Task[None]) -> None:
-        """A lane ends only when cancelled at close; any other end is a bug that must not hang the bridge."""
-        if task.cancelled() or self.failure is not None:
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._closing:
             return
         error = task.exception()
-        self.failure = error if error is not None else RuntimeError(f"{task.get_name()} ended")
-        log.critical("the Kafka sink failed (%s: %s); stopping the bridge", type(self.failure).__name__, self.failure)
+        self.failure = error if error is not None else RuntimeError("the delivery task ended")
+        if not isinstance(error, ProducerFenced):
+            log.critical("the Kafka sink failed (%s: %s); stopping the bridge", type(self.failure).__name__, error)
         self.broken.set()
 
-    async def _partition_of(self, message: KafkaMessage) -> int:
-        partitions = self._partitions.get(message.topic)
-        if partitions is None:
-            partitions = self._partitions[message.topic] = await self._topic_partitions(message.topic)
-        chosen: int = self._partitioner(message.key, partitions, partitions)
-        return chosen
-
-    async def _topic_partitions(self, topic: str) -> list[int]:
-        delay = 0.5
+    async def _deliver_loop(self) -> None:
+        delivery = self._delivery
         while True:
-            producer = self._producer
-            assert producer is not None, "start() the sink first"
-            try:
-                found = await asyncio.wait_for(producer.partitions_for(topic), self._config.request_timeout_seconds)
-                return sorted(found)
-            except (TimeoutError, AIOKafkaError) as exc:
-                log.warning(
-                    "no partition metadata for topic %s (%s); retrying in %.1fs", topic, type(exc).__name__, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _MAX_RETRY_DELAY)
+            if self._closing and not self._spool.pending:
+                return
+            entries = await self._spool.read(delivery.transaction_max_records, 1.0)
+            if entries and delivery.max_wait_ms and len(entries) < delivery.transaction_max_records:
+                await asyncio.sleep(delivery.max_wait_ms / 1000)
+                entries += await self._spool.read(delivery.transaction_max_records - len(entries), 0)
+            if not entries:
+                if self._closing:
+                    return
+                continue
+            await self._round(entries)
+            self._acknowledged(entries)
 
-    async def _run_lane(self, lane: _PartitionLane) -> None:
-        linger = self._config.linger_ms / 1000
-        while True:
-            while not lane.messages:
-                lane.ready.clear()
-                await lane.ready.wait()
-            if linger:
-                await asyncio.sleep(linger)
-            batch = self._take(lane)
-            await self._send_until_acknowledged(lane.partition, batch)
+    async def _round(self, entries: list[Entry]) -> None:
+        """Deliver ``entries`` (in offset order) until Kafka holds them; a record refused for good is dead-lettered.
 
-    def _take(self, lane: _PartitionLane) -> list[KafkaMessage]:
-        """As many queued messages as fit one batch (always at least one), oldest first."""
-        budget = self._config.max_batch_bytes
-        taken = [lane.messages.popleft()]
-        size = _record_size(taken[0])
-        while lane.messages:
-            size += _record_size(lane.messages[0])
-            if size > budget:
-                break
-            taken.append(lane.messages.popleft())
-        return taken
+        A record Kafka refuses for good leaves the producer's sequence numbers behind for its
+        partition, so the producer is replaced, and the round is split in halves, the first
+        half first, until the refused record stands alone and its dead letter takes its place:
+        the order of the rest, and the meaning of the committed position, are kept.
+        """
+        attempt = self._transaction if self.exactly_once else self._at_least_once
+        outcome = await attempt(entries)
+        if outcome is None:
+            return
+        refused, rest = outcome
+        await self.producer.replace(self.producer.current, refused)
+        if len(rest) == 1:
+            letter = self._dead_letter(rest[0][1], refused)
+            again = await attempt([(rest[0][0], letter)])
+            if again is not None:
+                raise again[0]  # the dead-letter topic refuses it too: nothing is left to try
+            return
+        middle = len(rest) // 2
+        await self._round(rest[:middle])
+        await self._round(rest[middle:])
 
-    async def _send_until_acknowledged(self, partition: TopicPartition, batch: list[KafkaMessage]) -> None:
-        """Send ``batch`` until Kafka acknowledges all of it or refuses its records for good."""
+    # -- exactly once --------------------------------------------------------------------------
+
+    async def _transaction(self, entries: list[Entry]) -> Refusal | None:
+        """Commit ``entries`` with their position in one transaction, retrying until done; or say what was refused."""
         retry_delay = 0.5
-        while batch:
-            producer = self._producer
+        while entries:
+            producer = self.producer.current
             assert producer is not None
             try:
-                sent = await self._send_batch(producer, partition, batch)
-            except _FATAL_TO_PRODUCER as exc:
-                await self._replace_producer(producer, exc)
-                continue
-            except tuple(_PERMANENT_FAILURES) as exc:
-                await self._refused(partition, batch, exc)
-                return
+                refused = await self._commit(producer, entries)
+            except ProducerFenced:
+                log.critical(
+                    "another bridge took over transactional id %r (Kafka fenced this producer); this instance stops "
+                    "without writing more, and its spool is left for the instance that owns the id",
+                    self.transactional_id,
+                )
+                raise
             except (TimeoutError, AIOKafkaError) as exc:
                 reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-                self._metrics.produce_failures.labels(partition.topic, f"retried_{reason}").inc(len(batch))
-                log.warning(
-                    "Kafka did not acknowledge %d record(s) for %s[%d] (%s); retrying in %.1fs, in order",
-                    len(batch), partition.topic, partition.partition, reason, retry_delay,
-                )  # fmt: skip
-                if producer_is_dead(producer):
-                    await self._replace_producer(producer, exc)
+                self._retried(entries, reason, retry_delay)
+                if isinstance(exc, FATAL_TO_PRODUCER) or self.producer.dead():
+                    await self.producer.replace(producer, exc)  # a new epoch: sequences start afresh
+                else:
+                    await self._abandon(producer, exc)
+                entries = await self._after_committed(entries)
+                await asyncio.sleep(retry_delay)
+                retry_delay = min(retry_delay * 2, MAX_RETRY_DELAY)
+                continue
+            return None if refused is None else (refused, entries)  # aborted: all of it again
+        return None
+
+    async def _commit(self, producer: AIOKafkaProducer, entries: list[Entry]) -> BaseException | None:
+        """One transaction: the records and the position. A refusal aborts it and is returned."""
+        timeout = self._config.request_timeout_seconds
+        await producer.begin_transaction()
+        groups = await self._groups(entries)
+        results = await asyncio.gather(
+            *(self.producer.send_partition(producer, tp, [m for _, m in group]) for tp, group in groups.items()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not _permanent(result):
+                raise result
+        refused = next((result for result in results if _permanent(result)), None)
+        if refused is not None:
+            await self._abandon(producer, refused)
+            return refused
+        value = position_value(entries[-1][0], self.spool_identity, self._run_id, self._wall_clock())
+        offsets = self._config.topics.offsets
+        await asyncio.wait_for(
+            producer.send(offsets, value, key=self.transactional_id.encode(), partition=POSITION_PARTITION), timeout
+        )
+        await asyncio.wait_for(producer.commit_transaction(), self._config.delivery_timeout_seconds)
+        return None
+
+    async def _abandon(self, producer: AIOKafkaProducer, cause: BaseException) -> None:
+        """Abort the failed transaction, or replace the producer when even that fails (its epoch is fenced then)."""
+        try:
+            await asyncio.wait_for(producer.abort_transaction(), self._config.request_timeout_seconds)
+        except (TimeoutError, AIOKafkaError) as exc:
+            log.debug("aborting the transaction failed (%r); replacing the producer", exc)
+            await self.producer.replace(producer, cause)
+
+    async def _after_committed(self, entries: list[Entry]) -> list[Entry]:
+        """What is left of ``entries`` once the position Kafka committed is known (a lost answer may hide a commit)."""
+        try:
+            committed = await self._committed()
+        except (TimeoutError, AIOKafkaError, OSError) as exc:
+            log.debug("cannot read the committed position yet (%r)", exc)
+            return entries
+        done = [entry for entry in entries if entry[0] <= committed]
+        if done:
+            log.info("the lost commit had gone through: %d record(s) are in Kafka already", len(done))
+        return [entry for entry in entries if entry[0] > committed]
+
+    # -- at least once -------------------------------------------------------------------------
+
+    async def _at_least_once(self, entries: list[Entry]) -> Refusal | None:
+        """Send ``entries``, retrying partitions not yet acknowledged; or say what was refused (the rest is done)."""
+        groups = await self._groups(entries)
+        retry_delay = 0.5
+        refused: BaseException | None = None
+        again: list[Entry] = []
+        while groups:
+            producer = self.producer.current
+            assert producer is not None
+            results = await asyncio.gather(
+                *(self.producer.send_partition(producer, tp, [m for _, m in group]) for tp, group in groups.items()),
+                return_exceptions=True,
+            )
+            failed: dict[TopicPartition, list[Entry]] = {}
+            for (tp, group), result in zip(list(groups.items()), results, strict=True):
+                if result is None:
+                    continue
+                if _permanent(result):
+                    refused = result
+                    again.extend(group)  # only the refused partitions' records go again
+                    continue
+                if not isinstance(result, TimeoutError | AIOKafkaError):
+                    raise result
+                failed[tp] = group
+            if failed:
+                reason = next((type(r).__name__ for r in results if isinstance(r, BaseException)), "timeout")
+                self._retried([e for group in failed.values() for e in group], reason, retry_delay)
+                if self.producer.dead() or any(isinstance(r, FATAL_TO_PRODUCER) for r in results):
+                    await self.producer.replace(producer, RuntimeError("the producer's sender ended"))
                 else:
                     await asyncio.sleep(retry_delay)
-                    retry_delay = min(retry_delay * 2, _MAX_RETRY_DELAY)
-                continue
-            self._acknowledged(partition.topic, batch[:sent])
-            batch = batch[sent:]
+                    retry_delay = min(retry_delay * 2, MAX_RETRY_DELAY)
+            groups = failed
+        return None if refused is None else (refused, sorted(again, key=lambda entry: entry[0]))
 
-    async def _send_batch(
-        self, producer: AIOKafkaProducer, partition: TopicPartition, batch: list[KafkaMessage]
-    ) -> int:
-        """Submit as much of ``batch`` as one batch holds and wait for its acknowledgement.
+    async def _groups(self, entries: list[Entry]) -> dict[TopicPartition, list[Entry]]:
+        groups: dict[TopicPartition, list[Entry]] = {}
+        for entry in entries:
+            groups.setdefault(await self.producer.partition_of(entry[1]), []).append(entry)
+        return groups
 
-        Returns:
-            How many messages, from the front, were in the batch (all of them unless the size
-            estimate of :meth:`_take` was short).
-        """
-        builder = producer.create_batch()
-        count = 0
-        for message in batch:
-            timestamp = int(message.received_time.timestamp() * 1000)
-            # aiokafka's C record builder accepts headers only as a list
-            headers = list(message.headers)
-            if builder.append(timestamp=timestamp, key=message.key, value=message.value, headers=headers) is None:
-                break
-            count += 1
-        builder.close()
-        timeout = self._config.request_timeout_seconds
-        future = await asyncio.wait_for(
-            producer.send_batch(builder, partition.topic, partition=partition.partition), timeout
-        )
-        await asyncio.wait_for(future, self._config.delivery_timeout_seconds)
-        return count
-
-    async def _replace_producer(self, broken: AIOKafkaProducer, cause: BaseException) -> None:
-        """Swap a producer whose sender died for a new one; lanes then resend their batch in order."""
-        async with self._replace_lock:
-            if broken is not self._producer:
-                return  # another lane replaced it already
-            log.error(
-                "the Kafka producer stopped working (%s: %s); replacing it and resending unacknowledged batches",
-                type(cause).__name__, cause,
-            )  # fmt: skip
-            await stop_quietly(broken)
-            delay = 0.5
-            while True:
-                try:
-                    self._producer = await self._start_producer()
-                    break
-                except (TimeoutError, AIOKafkaError, OSError) as exc:
-                    log.warning("cannot start a new Kafka producer (%s); retrying in %.1fs", type(exc).__name__, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, _MAX_RETRY_DELAY)
-            self.producers_replaced += 1
-            log.info("Kafka producer replaced (generation %d)", self._producer_generation)
-
-    async def _refused(self, partition: TopicPartition, batch: list[KafkaMessage], error: BaseException) -> None:
-        """Kafka refused a batch for good: find the culprit(s) one by one, dead-letter only those."""
-        if len(batch) > 1:
-            for message in batch:
-                await self._send_until_acknowledged(partition, [message])
-            return
-        (message,) = batch
-        reason = _PERMANENT_FAILURES.get(type(error), type(error).__name__)
+    def _dead_letter(self, message: KafkaMessage, error: BaseException) -> KafkaMessage:
+        reason = PERMANENT_FAILURES.get(type(error), type(error).__name__)
         self.failed += 1
         self._metrics.produce_failures.labels(message.topic, reason).inc()
+        self._metrics.dead_letters.labels(reason).inc()
         log.error("Kafka refused a record for topic %s for good (%s: %s)", message.topic, type(error).__name__, error)
-        if message.stream is not None:
-            letter = DeadLetter(
-                reason=reason,
-                stage=DeadLetterStage.PRODUCE,
-                detail=str(error),
-                raw=f"{len(message.value)} bytes of Avro for key {message.key!r}",
-                received_time=message.received_time,
-                business=message.business,
-                target_topic=message.topic,
-            )
-            self._metrics.dead_letters.labels(reason).inc()
-            dead = self._serializer.serialize_dead_letter(letter)
-            self._enqueue(TopicPartition(dead.topic, await self._partition_of(dead)), dead)
-            self._pending -= 1  # the dead letter inherits the refused record's capacity slot
-        else:
-            self._settle(1)
+        letter = DeadLetter(
+            reason=reason,
+            stage=DeadLetterStage.PRODUCE,
+            detail=str(error),
+            raw=f"{len(message.value)} bytes of Avro for key {message.key!r}",
+            received_time=message.received_time,
+            business=message.business,
+            target_topic=message.topic,
+        )
+        return self._serializer.serialize_dead_letter(letter)
 
-    def _acknowledged(self, topic: str, batch: list[KafkaMessage]) -> None:
-        metrics = self._metrics
-        acked = self._wall_clock()
-        metrics.records_produced.labels(topic).inc(len(batch))
-        self.delivered += len(batch)
-        for message in batch:
-            if message.stream is None or message.event_time is None:
-                continue
-            stream = message.stream.value
-            business = message.business or ""
-            metrics.event_lag.labels(business, stream).observe((acked - message.event_time).total_seconds())
-            metrics.pipeline_latency.labels(stream).observe((acked - message.received_time).total_seconds())
-        last = batch[-1]
-        if last.stream is not None and last.event_time is not None:
-            metrics.last_event_timestamp.labels(last.business or "", last.stream.value).set(last.event_time.timestamp())
-        self._settle(len(batch))
+    def _retried(self, entries: list[Entry], reason: str, delay: float) -> None:
+        for _, message in entries[:1]:
+            self._metrics.produce_failures.labels(message.topic, f"retried_{reason}").inc(len(entries))
+        log.warning(
+            "Kafka did not acknowledge %d record(s) (%s); retrying in %.1fs, in order, from the spool",
+            len(entries), reason, delay,
+        )  # fmt: skip
 
-    def _settle(self, count: int) -> None:
-        self._pending -= count
-        for _ in range(count):
-            self._capacity.release()
-        self._metrics.queue_depth.set(self._pending)
-        if self._pending <= 0:
-            self._drained.set()
+    def _acknowledged(self, entries: list[Entry]) -> None:
+        self._metrics.observe_acknowledged([message for _, message in entries], self._wall_clock())
+        self.delivered += len(entries)
+        self._spool.acknowledge(entries[-1][0])
 
     async def close(self, timeout: float | None = None) -> int:
-        """Deliver what is queued, then stop the producer; never waits past ``timeout``.
-
-        Returns:
-            How many records were still unacknowledged when the deadline passed (0 on a clean close).
-        """
+        """Deliver what the spool holds, within ``timeout``, then stop; returns how many records are left in it."""
         self._closing = True
         deadline = time.monotonic() + (self._config.flush_timeout_seconds if timeout is None else timeout)
-        if self._producer is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), max(deadline - time.monotonic(), 0.01))
-        undelivered = self._pending
-        for lane in self._lanes.values():
-            if lane.task is not None:
-                lane.task.cancel()
-        for lane in self._lanes.values():
-            if lane.task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await lane.task
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await stop_quietly(producer, max(deadline - time.monotonic(), 1.0))
-        if undelivered:
-            log.error(
-                "%d record(s) were not acknowledged by Kafka within kafka.flush_timeout_seconds (%gs)",
-                undelivered,
-                self._config.flush_timeout_seconds if timeout is None else timeout,
-            )
-        return undelivered
+        task = self._task
+        if task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(task), max(deadline - time.monotonic(), 0.01))
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self.producer.stop(max(deadline - time.monotonic(), 1.0))
+        return self._spool.pending
 
 
-def _record_size(message: KafkaMessage) -> int:
-    # A record's size in a batch: its bytes plus framing (varints, attributes, headers' names).
-    return len(message.value) + len(message.key or b"") + sum(len(k) + len(v) + 4 for k, v in message.headers) + 24
+def _permanent(error: BaseException | None) -> bool:
+    return error is not None and type(error) in PERMANENT_FAILURES

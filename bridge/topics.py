@@ -25,17 +25,22 @@ _NO_ERROR = 0
 _TOPIC_ALREADY_EXISTS = 36
 
 
-def _new_topic(name: str, config: KafkaConfig) -> NewTopic:
+def _new_topic(name: str, config: KafkaConfig, *, compacted: bool) -> NewTopic:
     creation = config.topic_creation
-    topic = NewTopic(name, creation.partitions, 1, topic_configs=dict(creation.config))
+    if compacted:  # a small, keyed state topic: one partition, the last value per key kept
+        topic = NewTopic(name, 1, 1, topic_configs={"cleanup.policy": "compact"})
+    else:
+        topic = NewTopic(name, creation.partitions, 1, topic_configs=dict(creation.config))
     # aiokafka's NewTopic refuses -1 (the broker's default.replication.factor, KIP-464) in its
     # constructor, although brokers accept it; set it after construction.
     topic.replication_factor = creation.replication_factor
     return topic
 
 
-async def ensure_topics(config: KafkaConfig, names: list[str]) -> list[str]:
+async def ensure_topics(config: KafkaConfig, names: list[str], *, compacted: tuple[str, ...] = ()) -> list[str]:
     """Create the missing topics among ``names`` (or refuse to start); returns those created.
+
+    Topics in ``compacted`` (among ``names``) are created with one partition and ``cleanup.policy=compact``.
 
     Raises:
         TopicMissing: a topic does not exist and ``create_topics`` is off.
@@ -43,7 +48,7 @@ async def ensure_topics(config: KafkaConfig, names: list[str]) -> list[str]:
     """
     admin = AIOKafkaAdminClient(**connection_options(config))
     try:
-        return await _ensure(admin, config, names)
+        return await _ensure(admin, config, names, compacted)
     except (TimeoutError, AIOKafkaError, OSError) as exc:
         raise KafkaError(
             f"cannot check or create topics at {config.bootstrap_servers} ({type(exc).__name__}: {exc}); "
@@ -54,7 +59,9 @@ async def ensure_topics(config: KafkaConfig, names: list[str]) -> list[str]:
             await asyncio.wait_for(admin.close(), 5)
 
 
-async def _ensure(admin: AIOKafkaAdminClient, config: KafkaConfig, names: list[str]) -> list[str]:
+async def _ensure(
+    admin: AIOKafkaAdminClient, config: KafkaConfig, names: list[str], compacted: tuple[str, ...]
+) -> list[str]:
     timeout = config.request_timeout_seconds
     await asyncio.wait_for(admin.start(), timeout)
     # list_topics, not describe_topics: aiokafka's describe asks with auto-creation allowed, and a
@@ -69,7 +76,9 @@ async def _ensure(admin: AIOKafkaAdminClient, config: KafkaConfig, names: list[s
             + (f" (nor {', '.join(map(repr, missing[1:]))})" if len(missing) > 1 else "")
             + " and kafka.create_topics is off: create it or turn creation on"
         )
-    response = await asyncio.wait_for(admin.create_topics([_new_topic(name, config) for name in missing]), timeout)
+    response = await asyncio.wait_for(
+        admin.create_topics([_new_topic(name, config, compacted=name in compacted) for name in missing]), timeout
+    )
     for topic, code, message in response.topic_errors:
         if code not in (_NO_ERROR, _TOPIC_ALREADY_EXISTS):
             raise KafkaError(f"cannot create topic {topic!r}: {message} (Kafka error {code})")

@@ -95,6 +95,15 @@ class LocalBroker:
         self._run("stop", "--port", str(self.port), *(["--purge"] if purge else []))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _remove_test_spools() -> Iterator[None]:
+    """Tests' spool directories go when the session ends, so a run leaves nothing in the temp folder."""
+    from tests.harness import SPOOLS
+
+    yield
+    shutil.rmtree(SPOOLS, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """The bootstrap address of a real Kafka broker for this test session."""

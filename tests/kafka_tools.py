@@ -45,11 +45,13 @@ async def consume(
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read ``topic`` from the beginning until ``count`` records arrived, ``timeout`` passed or ``give_up()``.
 
-    ``give_up`` lets a test stop waiting as soon as the process under test has died.
+    ``give_up`` lets a test stop waiting as soon as the process under test has died. Reads with
+    ``isolation.level=read_committed``, as the README tells consumers of exactly-once delivery to.
     """
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,

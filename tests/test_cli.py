@@ -54,7 +54,8 @@ def test_unreachable_kafka_exits_3_with_advice(tmp_path: Path) -> None:
     config = tmp_path / "bridge.yaml"
     config.write_text(
         "source:\n  subscriptions: [{business: crypto, codes: [BTCUSDT]}]\n"
-        "kafka: {bootstrap_servers: '127.0.0.1:1', request_timeout_seconds: 2}\nmetrics: {port: 0}\n",
+        "kafka: {bootstrap_servers: '127.0.0.1:1', request_timeout_seconds: 2}\nmetrics: {port: 0}\n"
+        f"spool: {{dir: '{tmp_path / 'spool'}'}}\n",
         encoding="utf-8",
     )
     result = run("run", "--config", str(config), env={"INFOWAY_API_KEY": "cli-test-key-123"})

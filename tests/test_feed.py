@@ -134,6 +134,7 @@ source:
   subscriptions: [{{business: crypto, codes: [BTCUSDT]}}, {{business: stock, codes: [AAPL.US]}}]
 kafka: {{bootstrap_servers: "{kafka_bootstrap}"}}
 metrics: {{port: 0}}
+spool: {{dir: "{tmp_path / "spool"}"}}
 """,
         encoding="utf-8",
     )

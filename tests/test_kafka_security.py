@@ -25,9 +25,9 @@ from bridge.errors import KafkaError
 from bridge.logs import configure_logging, guard_library_loggers
 from bridge.topics import ensure_topics
 from tests.conftest import SASL_PASSWORD, SASL_USER, LocalBroker
-from tests.harness import topics
+from tests.harness import SpooledSink, topics
 from tests.kafka_tools import consume
-from tests.test_sink import message, new_sink, started_sink
+from tests.test_sink import message, started_sink
 
 RECORDS = 50
 WRONG_PASSWORD = "not-the-bridge-secret-7f3a"
@@ -92,11 +92,11 @@ async def produce_and_read_back(kafka: KafkaConfig, plaintext_bootstrap: str) ->
     sink = await started_sink(kafka)
     try:
         for index in range(RECORDS):
-            await sink.put(message(kafka.topics.trade, f"K{index % 5}", str(index).encode()))
+            sink.put(message(kafka.topics.trade, f"K{index % 5}", str(index).encode()))
     finally:
         undelivered = await sink.close()
     assert undelivered == 0
-    assert sink.delivered == RECORDS
+    assert sink.sink.delivered == RECORDS
     records = await consume(plaintext_bootstrap, kafka.topics.trade, RECORDS, timeout=30)
     assert sorted(int(record.value) for record in records) == list(range(RECORDS))
     for record in records:
@@ -168,7 +168,7 @@ async def test_sasl_ssl_refuses_a_broker_whose_certificate_is_not_trusted(
         security_protocol="SASL_SSL",
         request_timeout_seconds=5,
     )
-    sink = new_sink(kafka)
+    sink = SpooledSink(kafka).sink
     with pytest.raises(KafkaError, match="cannot reach Kafka"):
         await sink.start()
     assert "CERTIFICATE_VERIFY_FAILED" in caplog.text, "the refusal should come from certificate verification"
@@ -187,7 +187,7 @@ async def test_a_wrong_password_fails_at_start_without_revealing_it(
         secured_broker.sasl_bootstrap, {"mechanism": mechanism, "username": SASL_USER, "password": WRONG_PASSWORD}
     )
 
-    sink = new_sink(kafka)
+    sink = SpooledSink(kafka).sink
     with bridge_logging_at_debug(caplog):
         with pytest.raises(KafkaError) as topics_failure:
             await ensure_topics(kafka, [kafka.topics.trade])

@@ -70,6 +70,8 @@ kafka:
   topics: {{trade: {topic}, dead_letter: {topic}.dlq}}
 metrics:
   port: {free_port()}
+spool:
+  dir: {tmp_path / "spool"}
 """,
         encoding="utf-8",
     )

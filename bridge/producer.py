@@ -1,0 +1,197 @@
+"""The aiokafka producer the sink sends through: started, replaced when its sender died, partitions looked up.
+
+aiokafka pitfalls designed around, each exercised by a test against a real broker:
+
+* with idempotence on, waits can hang while the broker is down (#1101): every wait here is
+  bounded (``request_timeout_seconds`` to submit, ``delivery_timeout_seconds`` per round);
+* ``OutOfOrderSequenceNumber`` kills the producer's sender task for good (#1017): the sink sees
+  the dead producer and :meth:`Producer.replace` builds a new one (with the same transactional
+  id in exactly-once delivery, which fences the old one and aborts its open transaction).
+
+Records go in batches built with ``create_batch``/``send_batch``: one future per batch rather than
+one per record (thousands of ``send()`` futures slow aiokafka badly, aio-libs/aiokafka #528).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    KafkaConnectionError,
+    MessageSizeTooLargeError,
+    OutOfOrderSequenceNumber,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAuthorizationFailedError,
+)
+from aiokafka.errors import KafkaError as AIOKafkaError
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import TopicPartition
+
+from bridge.config import KafkaConfig
+from bridge.errors import KafkaError
+from bridge.kafka_connection import connection_options, producer_is_dead, stop_quietly
+from bridge.serialize import KafkaMessage
+
+log = logging.getLogger(__name__)
+
+PERMANENT_FAILURES: dict[type[BaseException], str] = {
+    MessageSizeTooLargeError: "record_too_large",
+    RecordTooLargeError: "record_too_large",
+    RecordListTooLargeError: "record_too_large",
+    TopicAuthorizationFailedError: "topic_authorization_failed",
+}
+"""Errors that retrying cannot fix, by dead-letter reason: the record goes to the dead-letter topic."""
+FATAL_TO_PRODUCER: tuple[type[BaseException], ...] = (OutOfOrderSequenceNumber,)
+"""Errors after which the producer's sender task is gone: only a new producer can send again."""
+MAX_RETRY_DELAY = 30.0
+
+
+class Producer:
+    """The current aiokafka producer, and how to send one partition's records through it.
+
+    Args:
+        config: the ``kafka`` section.
+        transactional_id: set for exactly-once delivery; ``None`` for an idempotent producer.
+    """
+
+    def __init__(self, config: KafkaConfig, transactional_id: str | None) -> None:
+        self._config = config
+        self.transactional_id = transactional_id
+        self.current: AIOKafkaProducer | None = None
+        self.generation = 0
+        self.replaced = 0
+        self._replace_lock = asyncio.Lock()
+        self._partitions: dict[str, list[int]] = {}
+        self._partitioner = DefaultPartitioner()
+
+    def _options(self) -> dict[str, Any]:
+        config = self._config
+        options: dict[str, Any] = {
+            **connection_options(config),
+            "acks": "all",
+            "enable_idempotence": True,
+            "compression_type": None if config.compression == "none" else config.compression,
+            "linger_ms": config.linger_ms,
+            "max_batch_size": config.max_batch_bytes,
+            "max_request_size": max(config.max_batch_bytes, 1 << 20),
+        }
+        if self.transactional_id is not None:
+            options["transactional_id"] = self.transactional_id
+        return options
+
+    async def _new(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(**self._options())
+        try:
+            await asyncio.wait_for(producer.start(), self._config.request_timeout_seconds)
+        except BaseException:
+            await stop_quietly(producer)
+            raise
+        self.generation += 1
+        return producer
+
+    async def start(self) -> None:
+        """Connect, bounded by the request timeout (in exactly-once delivery this fences an earlier instance).
+
+        Raises:
+            KafkaError: the brokers did not answer in time; the message names them.
+        """
+        try:
+            self.current = await self._new()
+        except (TimeoutError, KafkaConnectionError, AIOKafkaError, OSError) as exc:
+            raise KafkaError(
+                f"cannot reach Kafka at {self._config.bootstrap_servers} "
+                f"within {self._config.request_timeout_seconds:g}s ({type(exc).__name__}): "
+                "check kafka.bootstrap_servers or KAFKA_BOOTSTRAP_SERVERS"
+            ) from exc
+
+    async def stop(self, timeout: float) -> None:
+        """Stop the producer, bounded."""
+        producer, self.current = self.current, None
+        if producer is not None:
+            await stop_quietly(producer, timeout)
+
+    def dead(self) -> bool:
+        """Whether the current producer's sender has died (#1017)."""
+        return self.current is not None and producer_is_dead(self.current)
+
+    async def replace(self, broken: AIOKafkaProducer | None, cause: BaseException) -> None:
+        """Swap a producer that stopped working for a new one, retrying with backoff until one starts."""
+        async with self._replace_lock:
+            if broken is not self.current:
+                return  # replaced already
+            log.warning(
+                "replacing the Kafka producer after %s (%s); what Kafka has not acknowledged is sent again, in order",
+                type(cause).__name__, cause,
+            )  # fmt: skip
+            if broken is not None:
+                await stop_quietly(broken)
+            self.current = None
+            delay = 0.5
+            while True:
+                try:
+                    self.current = await self._new()
+                    break
+                except (TimeoutError, AIOKafkaError, OSError) as exc:
+                    log.warning("cannot start a new Kafka producer (%s); retrying in %.1fs", type(exc).__name__, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, MAX_RETRY_DELAY)
+            self.replaced += 1
+            log.info("Kafka producer replaced (generation %d)", self.generation)
+
+    async def partition_of(self, message: KafkaMessage) -> TopicPartition:
+        """The partition Kafka's Java client would pick for the message's key (murmur2), from cached metadata."""
+        partitions = self._partitions.get(message.topic)
+        if partitions is None:
+            partitions = self._partitions[message.topic] = await self._topic_partitions(message.topic)
+        chosen: int = self._partitioner(message.key, partitions, partitions)
+        return TopicPartition(message.topic, chosen)
+
+    async def _topic_partitions(self, topic: str) -> list[int]:
+        delay = 0.5
+        while True:
+            producer = self.current
+            assert producer is not None, "start() the producer first"
+            try:
+                found = await asyncio.wait_for(producer.partitions_for(topic), self._config.request_timeout_seconds)
+                return sorted(found)
+            except (TimeoutError, AIOKafkaError) as exc:
+                log.warning(
+                    "no partition metadata for topic %s (%s); retrying in %.1fs", topic, type(exc).__name__, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+
+    async def send_partition(
+        self, producer: AIOKafkaProducer, partition: TopicPartition, messages: list[KafkaMessage]
+    ) -> None:
+        """Send ``messages`` to one partition in as few batches as fit, and wait until Kafka acknowledged all.
+
+        Raises:
+            TimeoutError: a batch was not submitted or acknowledged in time.
+            MessageSizeTooLargeError: one message is larger than a batch.
+            aiokafka.errors.KafkaError: the broker refused the batch.
+        """
+        config = self._config
+        futures = []
+        index = 0
+        while index < len(messages):
+            builder = producer.create_batch()
+            count = 0
+            for message in messages[index:]:
+                timestamp = int(message.received_time.timestamp() * 1000)
+                # aiokafka's C record builder accepts headers only as a list
+                headers = list(message.headers)
+                if builder.append(timestamp=timestamp, key=message.key, value=message.value, headers=headers) is None:
+                    break
+                count += 1
+            if not count:
+                raise MessageSizeTooLargeError(f"a record of {len(messages[index].value)} bytes exceeds a batch")
+            builder.close()
+            send = producer.send_batch(builder, partition.topic, partition=partition.partition)
+            futures.append(await asyncio.wait_for(send, config.request_timeout_seconds))
+            index += count
+        await asyncio.wait_for(asyncio.gather(*futures), config.delivery_timeout_seconds)
