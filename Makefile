@@ -5,8 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The image and Kubernetes scripts (Python, standard library plus PyYAML from the venv).
+K8S_SCRIPTS := scripts/chart-tools scripts/k8s-check scripts/image
 
 .PHONY: demo test bench lint typecheck tools venv kafka-start kafka-stop clean help
+.PHONY: chart-tools k8s-check image
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,7 +25,7 @@ venv: $(STAMP)  ## create the virtualenv and install the bridge with its dev too
 demo: $(STAMP)  ## start a local Kafka and the simulator, run the bridge ~20 s, show data flowing
 	$(BIN)/python scripts/demo
 
-test: $(STAMP) lint typecheck tools  ## lint, type-check and run the whole suite (a real broker included)
+test: $(STAMP) lint typecheck tools chart-tools  ## lint, type-check and run the whole suite (a real broker included)
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest
 
 tools:  ## kcat, the independent Kafka client the tests read keys with (Debian package)
@@ -32,13 +35,25 @@ tools:  ## kcat, the independent Kafka client the tests read keys with (Debian p
 	  $$SUDO apt-get install -y -q kcat >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q kcat >/dev/null; }; }
 
+chart-tools: $(STAMP)  ## helm, kubeconform, promtool, Kubernetes schemas and CRDs for the chart tests (.cache/tools)
+	$(BIN)/python scripts/chart-tools install
+
+k8s-check: $(STAMP)  ## the chart against a real kube-apiserver with PodSecurity restricted (builds it once, ~5 min)
+	$(BIN)/python scripts/chart-tools install --api-server
+	$(BIN)/python scripts/k8s-check
+
+image: $(STAMP) chart-tools  ## build the Containerfile with buildah, smoke-run it with podman, export an OCI archive
+	$(BIN)/python scripts/image build
+	$(BIN)/python scripts/image smoke
+	$(BIN)/python scripts/image export
+
 bench: $(STAMP)  ## throughput as ratios against baselines in the same process (starts its own broker)
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/bench_sink.py
 
 lint: $(STAMP)  ## ruff
-	$(BIN)/ruff check bridge tests scripts/kafka-local scripts/registry-local scripts/demo bench
-	$(BIN)/ruff format --check bridge tests scripts/kafka-local scripts/registry-local scripts/demo bench
+	$(BIN)/ruff check bridge tests scripts/kafka-local scripts/registry-local scripts/demo bench $(K8S_SCRIPTS)
+	$(BIN)/ruff format --check bridge tests scripts/kafka-local scripts/registry-local scripts/demo bench $(K8S_SCRIPTS)
 
 typecheck: $(STAMP)  ## mypy --strict on the package and the tests
 	$(BIN)/mypy --strict bridge tests bench

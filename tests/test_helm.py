@@ -1,72 +1,27 @@
-"""The Helm chart in helm/infoway-kafka-bridge, checked without a cluster, a network or (mostly) a helm binary.
+"""The Helm chart in helm/infoway-kafka-bridge read as files: values, templates and the dashboard.
 
-The dashboard and the alert rules may only use metrics the bridge exports, the default ``config``
-must pass the bridge's own validation, no API key may be written into the chart, and every
-``.Values`` path a template reads must exist. When a ``helm`` binary is on PATH, the chart is
-also rendered and the rendered objects checked.
+The dashboard may only use metrics the bridge exports, the default ``config`` must pass the
+bridge's own validation, no secret may be written into the chart, and every ``.Values`` path a
+template reads must exist. The alert rules are tested in tests/test_alerts.py; the chart as helm
+renders it (lint, kubeconform, the failures at render time) in tests/k8s/test_render.py.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
-from prometheus_client import CollectorRegistry
-
 from bridge.config import parse_config
-from bridge.metrics import BridgeMetrics
+from tests.k8s.chart import ALERTS, CHART, METRIC, SCRAPE_JOB, assert_balanced, exported_series, load_yaml, rules
 
-REPO = Path(__file__).resolve().parent.parent
-HELM = REPO / "helm"
-CHART = HELM / "infoway-kafka-bridge"
 TEMPLATES = CHART / "templates"
 DASHBOARD = CHART / "files" / "dashboard.json"
-ALERTS = CHART / "files" / "alerts.yaml"
 ENV = {"INFOWAY_API_KEY": "x"}
 
-METRIC = re.compile(r"infoway_bridge_[a-z_]+")
 VALUES_REFERENCE = re.compile(r"\$?\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
-REQUIRED_ALERTS = {
-    "InfowayBridgeFeedDown",
-    "InfowayBridgeEventLagHigh",
-    "InfowayBridgeTerminalVendorError",
-    "InfowayBridgeDeadLettersRising",
-    "InfowayBridgeReconnectStorm",
-    "InfowayBridgeDown",
-    "InfowayBridgeProduceFailures",
-    "InfowayBridgeGapsReported",
-}
 SECRET_KEYS = {"api_key", "apikey", "apiKey", "password", "token", "key_password"}
-SCRAPE_JOB = "infoway-kafka-bridge"
-
-
-def exported_series() -> frozenset[str]:
-    """Every series name the bridge exposes: counters with ``_total``, histograms with their three suffixes."""
-    registry = CollectorRegistry()
-    BridgeMetrics(registry)
-    names: set[str] = set()
-    for family in registry.collect():
-        if family.type == "counter":
-            names.add(family.name + "_total")
-        elif family.type == "histogram":
-            names.update(family.name + suffix for suffix in ("_bucket", "_sum", "_count"))
-        else:
-            names.add(family.name)
-    return frozenset(names)
-
-
-def load_yaml(path: Path) -> dict[str, Any]:
-    """A YAML file whose top level is a mapping."""
-    document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert isinstance(document, dict), f"{path} is not a YAML mapping"
-    return document
 
 
 def values() -> dict[str, Any]:
@@ -99,44 +54,9 @@ def dashboard_expressions() -> list[str]:
     return expressions
 
 
-def rules() -> list[dict[str, Any]]:
-    """Every rule of every group of files/alerts.yaml."""
-    return [rule for group in load_yaml(ALERTS)["groups"] for rule in group["rules"]]
-
-
-def rules_named(name: str) -> list[dict[str, Any]]:
-    """The rules of one alert name (an alert may have several rules)."""
-    found = [rule for rule in rules() if rule.get("alert") == name]
-    assert found, f"no rule for {name}"
-    return found
-
-
 def template_texts() -> dict[str, str]:
     """Every template of the chart by file name."""
     return {path.name: path.read_text(encoding="utf-8") for path in sorted(TEMPLATES.iterdir()) if path.is_file()}
-
-
-def strip_strings(expression: str) -> str:
-    """A PromQL expression with its string literals emptied, so their contents cannot unbalance brackets."""
-    return re.sub(r'"(?:[^"\\]|\\.)*"', '""', expression)
-
-
-def assert_balanced(expression: str) -> None:
-    """Brackets of a PromQL expression pair up, outside string literals."""
-    pairs = {")": "(", "]": "[", "}": "{"}
-    stack: list[str] = []
-    for char in strip_strings(expression):
-        if char in "([{":
-            stack.append(char)
-        elif char in pairs:
-            assert stack, f"unbalanced {char!r} in {expression}"
-            assert stack.pop() == pairs[char], f"unbalanced {char!r} in {expression}"
-    assert not stack, f"unclosed {stack} in {expression}"
-
-
-def matcher_regexes(expression: str, label: str, operator: str) -> list[str]:
-    """The regexes of every ``label=~"..."`` (or ``!~``) matcher in an expression."""
-    return re.findall(rf'\b{label}\s*{re.escape(operator)}\s*"([^"]*)"', expression)
 
 
 # ---------------------------------------------------------------- Chart.yaml and values.yaml
@@ -150,6 +70,7 @@ def test_chart_metadata() -> None:
     assert str(chart["version"]) == "0.1.0"
     assert str(chart["appVersion"]) == "0.1.0"
     assert chart["description"].strip()
+    assert chart["kubeVersion"] == ">=1.27.0-0"
 
 
 def test_values_run_one_replica_of_the_bridge_image() -> None:
@@ -157,7 +78,8 @@ def test_values_run_one_replica_of_the_bridge_image() -> None:
     default = values()
     assert default["replicas"] == 1
     assert default["image"]["repository"] == "infoway-kafka-bridge"
-    assert {"tag", "pullPolicy"} <= default["image"].keys()
+    assert {"tag", "digest", "pullPolicy"} <= default["image"].keys()
+    assert default["podDisruptionBudget"] == {"enabled": True, "maxUnavailable": 1}
     assert default["serviceMonitor"]["enabled"] is False
     assert default["prometheusRule"]["enabled"] is False
     assert default["grafanaDashboard"]["enabled"] is False
@@ -177,8 +99,9 @@ def test_values_config_references_the_key_and_the_secret_supplies_it() -> None:
     """source.api_key is the ${INFOWAY_API_KEY} reference and the key's Secret is named in values, never given."""
     default = values()
     assert default["config"]["source"]["api_key"] == "${INFOWAY_API_KEY}"
-    assert set(default["apiKeySecret"]) == {"name", "key"}
-    assert default["apiKeySecret"]["name"] == ""  # required at install, no placeholder that looks valid
+    for secret in ("apiKeySecret", "kafkaSaslPasswordSecret", "kafkaTlsKeyPasswordSecret", "registryPasswordSecret"):
+        assert set(default[secret]) == {"name", "key"}, secret
+        assert default[secret]["name"] == "", secret  # no placeholder that looks valid
 
 
 def test_grace_period_leaves_time_to_flush() -> None:
@@ -260,11 +183,12 @@ def test_statefulset_runs_the_bridge_on_its_configmap() -> None:
     argv = [line.strip()[2:] for line in command.group(1).splitlines()]
     assert argv == ["infoway-bridge", "run", "--config", "/etc/infoway-bridge/bridge.yaml", "--log-format", "json"]
     assert "mountPath: /etc/infoway-bridge\n" in statefulset
-    assert re.search(r"^\s+bridge\.yaml: \|\n\s+\{\{- toYaml \.Values\.config", texts["configmap.yaml"], re.MULTILINE)
-    key_env = re.search(r"- name: INFOWAY_API_KEY\n\s+valueFrom:\n\s+secretKeyRef:\n(.*\n.*\n)", statefulset)
-    assert key_env is not None
-    assert ".Values.apiKeySecret.name" in key_env.group(1)
-    assert ".Values.apiKeySecret.key" in key_env.group(1)
+    assert re.search(
+        r'^\s+bridge\.yaml: \|\n\s+\{\{- include "infoway-kafka-bridge\.config" \. \| nindent 4',
+        texts["configmap.yaml"],
+        re.MULTILINE,
+    )
+    assert 'include "infoway-kafka-bridge.secretWiring"' in statefulset
     assert "terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}" in statefulset
 
 
@@ -289,11 +213,10 @@ def test_monitoring_objects_are_optional_and_built_from_the_files() -> None:
 
 
 def test_scrape_job_name_matches_the_alert_rules() -> None:
-    """The ServiceMonitor takes the job from a label whose fixed value is the job every rule selects on."""
-    texts = template_texts()
-    job_label = re.search(r"jobLabel: (\S+)", texts["servicemonitor.yaml"])
-    assert job_label is not None
-    assert f"{job_label.group(1)}: {SCRAPE_JOB}\n" in texts["_helpers.tpl"]
+    """The ServiceMonitor sets the job by an explicit relabeling to the one job every rule selects on."""
+    monitor = template_texts()["servicemonitor.yaml"]
+    assert "jobLabel" not in monitor
+    assert f"- action: replace\n          targetLabel: job\n          replacement: {SCRAPE_JOB}\n" in monitor
     jobs = {job for rule in rules() for job in re.findall(r'\bjob\s*=\s*"([^"]*)"', rule["expr"])}
     assert jobs == {SCRAPE_JOB}
 
@@ -373,12 +296,13 @@ def test_dashboard_queries_have_the_asked_for_shapes() -> None:
     """The key panels query what they claim: rates per topic and kind, lag quantiles by le and stream, feed age."""
     expressions = dashboard_expressions()
     joined = "\n".join(expressions)
-    assert re.search(r"sum by \(topic\) \(rate\(infoway_bridge_records_produced_total\{[^}]*\}\[1m\]\)\)", joined)
-    assert re.search(r"sum by \(kind\) \(rate\(infoway_bridge_frames_received_total\{[^}]*\}\[1m\]\)\)", joined)
+    window = r"\[\$__rate_interval\]"
+    assert re.search(r"sum by \(topic\) \(rate\(infoway_bridge_records_produced_total\{[^}]*\}" + window, joined)
+    assert re.search(r"sum by \(kind\) \(rate\(infoway_bridge_frames_received_total\{[^}]*\}" + window, joined)
     for quantile in ("0.5", "0.9", "0.99"):
         assert re.search(
             rf"histogram_quantile\({quantile}, sum by \(le, stream\) \("
-            r"rate\(infoway_bridge_event_lag_seconds_bucket\{[^}]*\}\[5m\]\)\)\)",
+            r"rate\(infoway_bridge_event_lag_seconds_bucket\{[^}]*\}\[\$__rate_interval\]\)\)\)",
             joined,
         ), quantile
     assert "time() - infoway_bridge_last_event_timestamp_seconds" in joined
@@ -386,101 +310,5 @@ def test_dashboard_queries_have_the_asked_for_shapes() -> None:
         assert_balanced(expression)
         if "histogram_quantile" in expression:
             assert re.search(r"by \([^)]*\ble\b", expression), expression
-
-
-# ---------------------------------------------------------------- alert rules
-
-
-def test_alert_rules_are_complete() -> None:
-    """Every rule of files/alerts.yaml has alert, expr, for, a known severity, and a summary and description."""
-    document = load_yaml(ALERTS)
-    assert document["groups"]
-    for rule in rules():
-        assert rule["alert"], rule
-        assert rule["expr"].strip(), rule["alert"]
-        assert re.fullmatch(r"\d+[smh]", str(rule["for"])), rule["alert"]
-        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, rule["alert"]
-        assert rule["annotations"]["summary"].strip(), rule["alert"]
-        assert len(rule["annotations"]["description"]) > 80, rule["alert"]
-        assert_balanced(rule["expr"])
-
-
-def test_required_alerts_exist() -> None:
-    """The alerts an operator is promised all exist."""
-    names = {rule["alert"] for rule in rules()}
-    assert names >= REQUIRED_ALERTS, REQUIRED_ALERTS - names
-
-
-def test_alerts_use_only_exported_metrics() -> None:
-    """Every infoway_bridge_* name in a rule expression is a series the bridge exports."""
-    exported = exported_series()
-    for rule in rules():
-        unknown = set(METRIC.findall(rule["expr"])) - exported
-        assert not unknown, f"{rule['alert']}: {unknown}"
-
-
-def test_terminal_vendor_error_alert_relies_on_the_bridges_own_terminal_count() -> None:
-    """The terminal-error alert reads the counter the bridge increments when it stops a connection for good."""
-    (rule,) = rules_named("InfowayBridgeTerminalVendorError")
-    assert "infoway_bridge_terminal_errors_total" in rule["expr"]
-    assert "code=~" not in rule["expr"], "terminality is decided by the bridge's catalogue, not repeated here"
-    assert rule["labels"]["severity"] == "critical"
-
-
-def test_event_lag_alert_leaves_out_klines() -> None:
-    """The event-lag alert takes the p99 of trade and depth only, since a kline's event time is its bar's start."""
-    (rule,) = rules_named("InfowayBridgeEventLagHigh")
-    assert "histogram_quantile(0.99" in rule["expr"]
-    assert "infoway_bridge_event_lag_seconds_bucket" in rule["expr"]
-    assert matcher_regexes(rule["expr"], "stream", "=~") == ["trade|depth"]
-    assert re.search(r"by \([^)]*\ble\b", rule["expr"])
-
-
-def test_feed_down_covers_connections_and_records() -> None:
-    """FeedDown fires for a business without an open connection and for a running process that produces nothing."""
-    expressions = [rule["expr"] for rule in rules_named("InfowayBridgeFeedDown")]
-    assert any("infoway_bridge_connection_up" in expression and "business" in expression for expression in expressions)
-    assert any(
-        "infoway_bridge_records_produced_total" in expression and f'up{{job="{SCRAPE_JOB}"}}' in expression
-        for expression in expressions
-    )
-
-
-def test_down_alert_is_up_equals_zero() -> None:
-    """InfowayBridgeDown is the scrape job's up == 0."""
-    (rule,) = rules_named("InfowayBridgeDown")
-    assert " ".join(rule["expr"].split()) == f'up{{job="{SCRAPE_JOB}"}} == 0'
-
-
-# ---------------------------------------------------------------- rendering, where a helm binary exists
-
-
-@pytest.mark.skipif(shutil.which("helm") is None, reason="no helm binary on PATH; the static checks above still ran")
-def test_helm_template_renders_a_deployable_release() -> None:
-    """`helm template` renders every object with the extras on, and refuses a missing Secret name or a key literal."""
-    helm = shutil.which("helm")
-    assert helm is not None
-    base = [helm, "template", "bridge", str(CHART), "--namespace", "market"]
-    enabled = ["--set", "apiKeySecret.name=infoway-api-key", "--set", "serviceMonitor.enabled=true"]
-    enabled += ["--set", "prometheusRule.enabled=true", "--set", "grafanaDashboard.enabled=true"]
-    rendered = subprocess.run([*base, *enabled], capture_output=True, text=True, timeout=120, check=True).stdout
-    objects = {doc["kind"]: doc for doc in yaml.safe_load_all(rendered) if doc}
-    assert set(objects) >= {"StatefulSet", "Service", "ConfigMap", "ServiceMonitor", "PrometheusRule"}
-    statefulset = objects["StatefulSet"]["spec"]
-    assert statefulset["replicas"] == 1
-    container = statefulset["template"]["spec"]["containers"][0]
-    assert container["command"][:2] == ["infoway-bridge", "run"]
-    assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in container["ports"]
-    assert objects["PrometheusRule"]["spec"] == load_yaml(ALERTS)
-    configmaps = [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] == "ConfigMap"]
-    data = {key: value for configmap in configmaps for key, value in configmap["data"].items()}
-    assert parse_config(yaml.safe_load(data["bridge.yaml"]), ENV).metrics.port == 9464
-    assert json.loads(data["infoway-kafka-bridge.json"]) == dashboard()
-
-    missing = subprocess.run(base, capture_output=True, text=True, timeout=120, check=False)
-    assert missing.returncode != 0
-    assert "apiKeySecret.name is required" in missing.stderr
-    literal = [*base, "--set", "apiKeySecret.name=s", "--set", "config.source.api_key=not-a-reference"]
-    refused = subprocess.run(literal, capture_output=True, text=True, timeout=120, check=False)
-    assert refused.returncode != 0
-    assert "never the key itself" in refused.stderr
+        for function, window in re.findall(r"\b(rate|irate|increase)\(.*?\[([^\]]+)\]", expression):
+            assert window == "$__rate_interval" or function == "increase", expression
