@@ -96,7 +96,6 @@ class BridgeMetrics:
             ["business", "stream"],
             registry=registry,
         )
-        self.queue_depth = Gauge(prefix + "queue_depth", "Records waiting to be produced to Kafka.", registry=registry)
         self.dead_letters = Counter(
             prefix + "dead_letters",
             "Records sent to the dead-letter topic, by reason.",

@@ -85,7 +85,6 @@ class Spool:
         metrics.spool_bytes.set_function(lambda: self.size_bytes)
         metrics.spool_records.set_function(lambda: self.pending)
         metrics.spool_oldest_record_age.set_function(self.oldest_age)
-        metrics.queue_depth.set_function(lambda: self.pending)
 
     # -- state ---------------------------------------------------------------------------------
 

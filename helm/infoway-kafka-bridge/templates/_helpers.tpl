@@ -124,11 +124,14 @@ secrets:
 
 {{/*
 The bridge configuration as rendered into the ConfigMap: values.config with every secret whose
-Secret is named turned into its ${VAR} reference. (When the bridge gains its disk spool, this is
-where `spool.dir` is set to spool.mountPath.)
+Secret is named turned into its ${VAR} reference, and the disk spool in the spool volume
+(`spool.dir` under spool.mountPath; the rest of config.spool as given).
 */}}
 {{- define "infoway-kafka-bridge.config" -}}
 {{- $config := deepCopy .Values.config }}
+{{- $spool := default dict $config.spool }}
+{{- $_ := set $spool "dir" (printf "%s/spool" .Values.spool.mountPath) }}
+{{- $_ := set $config "spool" $spool }}
 {{- range (include "infoway-kafka-bridge.secretWiring" . | fromYaml).secrets }}
 {{- $secret := index $.Values .secret }}
 {{- if $secret.name }}
