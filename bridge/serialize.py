@@ -117,18 +117,12 @@ def writer_schema(name: str) -> dict[str, Any]:
 
 
 _MILLISECOND = timedelta(milliseconds=1)
-_MICROSECOND = timedelta(microseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def millis(instant: datetime) -> int:
-    """Epoch milliseconds (timestamp-millis), exactly."""
+    """Epoch milliseconds (timestamp-millis), truncated: every instant in the schemas is in milliseconds."""
     return (instant - _EPOCH) // _MILLISECOND
-
-
-def micros(instant: datetime) -> int:
-    """Epoch microseconds (timestamp-micros), exactly."""
-    return (instant - _EPOCH) // _MICROSECOND
 
 
 def decimal_bytes(value: Decimal, field: str) -> bytes:
@@ -162,7 +156,7 @@ def _common(record: MarketRecord) -> dict[str, Any]:
         "symbol": record.symbol,
         "business": provenance.business,
         "event_time": millis(record.event_time),
-        "received_time": micros(provenance.received_time),
+        "received_time": millis(provenance.received_time),
         "connection_id": provenance.connection_id,
         "sequence": provenance.sequence,
     }
@@ -302,8 +296,8 @@ class RecordSerializer:
             "connection": gap.connection,
             "codes": list(gap.codes),
             "streams": [stream.value for stream in gap.streams],
-            "start": micros(gap.start),
-            "end": micros(gap.end),
+            "start": millis(gap.start),
+            "end": millis(gap.end),
             "cause": gap.cause,
             "resolved": gap.resolved,
             "previous_connection_id": gap.previous_connection_id,
@@ -339,7 +333,7 @@ class RecordSerializer:
             "business": letter.business,
             "connection_id": letter.connection_id,
             "target_topic": letter.target_topic,
-            "received_time": micros(letter.received_time),
+            "received_time": millis(letter.received_time),
             "raw": raw[: self._max_raw],
             "raw_length": len(letter.raw),
             "raw_truncated": truncated,
