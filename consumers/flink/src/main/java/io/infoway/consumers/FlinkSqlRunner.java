@@ -1,0 +1,172 @@
+package io.infoway.consumers;
+
+import java.math.BigDecimal;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Instant;
+import java.time.LocalDateTime;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+
+import org.apache.flink.configuration.Configuration;
+import org.apache.flink.table.api.EnvironmentSettings;
+import org.apache.flink.table.api.TableEnvironment;
+import org.apache.flink.table.api.TableResult;
+import org.apache.flink.types.Row;
+import org.apache.flink.util.CloseableIterator;
+
+/**
+ * Runs SQL files on an in-process Flink (a local MiniCluster behind the Table API) and prints every
+ * row of every query as one JSON line, so a test can compare what Flink read with what was sent.
+ *
+ * <p>Each argument is a SQL file, run in a fresh table environment of the same JVM, statements each
+ * ending with ";" at the end of a line. DDL runs as it is;
+ * each SELECT prints {"file": i, "query": j, "row": {column: value}} per row, then {"file": i,
+ * "query": j, "done": rows}. A failing statement prints {"file": i, "query": j, "error": "..."} and the
+ * run goes on with the next file, so one broken snippet never hides the others. Values keep their
+ * exactness: DECIMAL as its plain string, TIMESTAMP as ISO-8601, TIMESTAMP_LTZ as an ISO-8601 instant,
+ * ROW and ARRAY as JSON arrays.
+ */
+public final class FlinkSqlRunner {
+    private FlinkSqlRunner() {}
+
+    public static void main(String[] args) throws Exception {
+        Configuration configuration = new Configuration();
+        configuration.setString("parallelism.default", "1");
+        configuration.setString("table.local-time-zone", "UTC");
+        EnvironmentSettings settings =
+                EnvironmentSettings.newInstance().inStreamingMode().withConfiguration(configuration).build();
+        for (int file = 0; file < args.length; file++) {
+            int query = 0;
+            try {
+                // One environment per file: each file's tables stand alone (raw and confluent both say trades).
+                TableEnvironment tables = TableEnvironment.create(settings);
+                for (String statement : statements(Path.of(args[file]))) {
+                    if (!isQuery(statement)) {
+                        tables.executeSql(statement);
+                        continue;
+                    }
+                    printQuery(tables, statement, file, query);
+                    query++;
+                }
+            } catch (Exception error) {
+                emit("{\"file\":" + file + ",\"query\":" + query + ",\"error\":" + quote(describe(error)) + "}");
+            }
+        }
+        System.exit(0);
+    }
+
+    private static List<String> statements(Path path) throws java.io.IOException {
+        List<String> found = new ArrayList<>();
+        StringBuilder current = new StringBuilder();
+        for (String line : Files.readAllLines(path, StandardCharsets.UTF_8)) {
+            String trimmed = line.strip();
+            if (trimmed.startsWith("--") && current.length() == 0) {
+                continue;
+            }
+            current.append(line).append('\n');
+            if (trimmed.endsWith(";")) {
+                String text = current.toString().strip();
+                found.add(text.substring(0, text.length() - 1));
+                current.setLength(0);
+            }
+        }
+        if (!current.toString().isBlank()) {
+            found.add(current.toString().strip());
+        }
+        return found;
+    }
+
+    private static boolean isQuery(String statement) {
+        String head = statement.stripLeading().toUpperCase(Locale.ROOT);
+        return head.startsWith("SELECT") || head.startsWith("WITH");
+    }
+
+    private static void printQuery(TableEnvironment tables, String statement, int file, int query)
+            throws Exception {
+        TableResult result = tables.executeSql(statement);
+        List<String> columns = result.getResolvedSchema().getColumnNames();
+        long rows = 0;
+        try (CloseableIterator<Row> iterator = result.collect()) {
+            while (iterator.hasNext()) {
+                Row row = iterator.next();
+                StringBuilder json = new StringBuilder("{");
+                for (int i = 0; i < columns.size(); i++) {
+                    json.append(i == 0 ? "" : ",").append(quote(columns.get(i))).append(':');
+                    json.append(value(row.getField(i)));
+                }
+                emit("{\"file\":" + file + ",\"query\":" + query + ",\"row\":" + json + "}}");
+                rows++;
+            }
+        }
+        emit("{\"file\":" + file + ",\"query\":" + query + ",\"done\":" + rows + "}");
+    }
+
+    private static String value(Object field) {
+        if (field == null) {
+            return "null";
+        }
+        if (field instanceof Boolean || field instanceof Byte || field instanceof Short
+                || field instanceof Integer || field instanceof Long) {
+            return field.toString();
+        }
+        if (field instanceof BigDecimal decimal) {
+            return quote(decimal.toPlainString());
+        }
+        if (field instanceof Instant || field instanceof LocalDateTime) {
+            return quote(field.toString());
+        }
+        if (field instanceof Row nested) {
+            StringBuilder json = new StringBuilder("[");
+            for (int i = 0; i < nested.getArity(); i++) {
+                json.append(i == 0 ? "" : ",").append(value(nested.getField(i)));
+            }
+            return json.append(']').toString();
+        }
+        if (field instanceof Object[] items) {
+            StringBuilder json = new StringBuilder("[");
+            for (int i = 0; i < items.length; i++) {
+                json.append(i == 0 ? "" : ",").append(value(items[i]));
+            }
+            return json.append(']').toString();
+        }
+        return quote(field.toString());
+    }
+
+    private static String describe(Throwable error) {
+        StringBuilder text = new StringBuilder();
+        for (Throwable cause = error; cause != null; cause = cause.getCause()) {
+            text.append(text.length() == 0 ? "" : " <- ").append(cause.getClass().getSimpleName())
+                    .append(": ").append(cause.getMessage());
+        }
+        return text.toString();
+    }
+
+    private static String quote(String text) {
+        StringBuilder json = new StringBuilder("\"");
+        for (char c : text.toCharArray()) {
+            switch (c) {
+                case '"' -> json.append("\\\"");
+                case '\\' -> json.append("\\\\");
+                case '\n' -> json.append("\\n");
+                case '\r' -> json.append("\\r");
+                case '\t' -> json.append("\\t");
+                default -> {
+                    if (c < 0x20) {
+                        json.append(String.format("\\u%04x", (int) c));
+                    } else {
+                        json.append(c);
+                    }
+                }
+            }
+        }
+        return json.append('"').toString();
+    }
+
+    private static void emit(String line) {
+        System.out.println(line);
+        System.out.flush();
+    }
+}
