@@ -5,9 +5,9 @@ imports nothing of the bridge), from the repository root, with one argument: a J
 ``{"snippet", "packages", "ivy", "checkpoints", "jobs": [{"frame", "topic", "schema_file",
 "wire_format"} ...]}``. The snippet runs as it is, with ``spark`` defined; a job whose ``frame``
 names a DataFrame the snippet made reads that one, the others call its ``infoway_stream``. Each
-streaming query runs with ``availableNow`` (everything on the topic, then stop) into a memory table,
-whose rows are printed through ``to_json`` (nulls kept, decimals as JSON numbers, instants ISO-8601 UTC) as
-``{"job": i, "row": "<json>"}``, then ``{"job": i, "done": n}``, or ``{"job": i, "error": "..."}``.
+streaming query runs with ``availableNow`` (everything on the topic, then stop) into a memory
+table, whose rows are printed through ``to_json`` (nulls kept, decimals as JSON numbers, instants
+ISO-8601 UTC) as ``{"job": i, "row": "<json>"}``, then ``{"job": i, "done": n}``, or ``{"job": i, "error": "..."}``.
 """
 
 from __future__ import annotations
@@ -55,9 +55,8 @@ def main(job_file: str) -> None:
                 .start()
             )
             query.awaitTermination()
-            rows = spark.sql(
-                f"SELECT to_json(struct(*), map('ignoreNullFields', 'false')) AS row FROM {table}"
-            ).collect()  # noqa: S608
+            as_json = f"SELECT to_json(struct(*), map('ignoreNullFields', 'false')) AS row FROM {table}"  # noqa: S608
+            rows = spark.sql(as_json).collect()
             for row in rows:
                 emit({"job": index, "row": row["row"]})
             emit({"job": index, "done": len(rows)})
