@@ -76,7 +76,7 @@ def produce(wire_format: str, bootstrap: str, registry: str | None, folder: Path
     for stream in STREAMS:
         found = asyncio.run(consume(bootstrap, topics[stream], PUSHES[stream], timeout=30))
         records[stream] = [
-            KafkaRecord(record.partition, record.offset, record.key, decode_value(stream, record.value))
+            KafkaRecord(record.partition, record.offset, record.key, record.value, decode_value(stream, record.value))
             for record in found
         ]
     return Produced(wire_format, bootstrap, registry, topics, sent_rows(read_sent_frames(record_file)), records)

@@ -148,11 +148,12 @@ def full_tuple(stream: str, row: Mapping[str, Any]) -> MarketTuple:
 
 @dataclass(frozen=True)
 class KafkaRecord:
-    """One record of a topic: where it is, its key and its value decoded by Apache avro."""
+    """One record of a topic: where it is, its key, its value's bytes and the value decoded by Apache avro."""
 
     partition: int
     offset: int
     key: bytes | None
+    raw_value: bytes
     value: dict[str, Any]
 
 
