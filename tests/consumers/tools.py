@@ -4,7 +4,7 @@
   its runtime jars copied from Maven Central into ``.cache/flink/<version>/lib``.
 * Spark: PyPI's ``pyspark`` in one virtualenv per version under ``.cache/spark/<version>/venv``;
   its Kafka and Avro packages come from Maven Central through ``spark.jars.packages`` into the Ivy
-  cache ``.cache/spark/ivy`` on first start.
+  cache ``.cache/spark/ivy`` (resolved once here; a session started by the tests finds them there).
 
 Each step is skipped when its marker (a digest of what it was built from) is there, so a warm run
 costs nothing; a cold one prints what it downloads. ``python -m tests.consumers.tools`` installs all
@@ -134,12 +134,33 @@ def spark_python(line: SparkLine) -> Path:
     return python
 
 
+_IVY_WARM_UP = """
+import sys
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.master("local[1]").config("spark.jars.packages", sys.argv[1])
+spark = spark.config("spark.jars.ivy", sys.argv[2]).config("spark.ui.enabled", "false").getOrCreate()
+spark.stop()
+"""
+
+
+def spark_packages(line: SparkLine) -> None:
+    """Fetch ``line``'s Kafka and Avro packages into the Ivy cache now, so the tests' sessions find them there."""
+    marker = SPARK_IVY / f".resolved-{_digest(line.packages)}"
+    if not marker.exists():
+        say(f"fetching {line.packages} and their dependencies from Maven Central into {SPARK_IVY} (once)")
+        _run(
+            [str(spark_python(line)), "-c", _IVY_WARM_UP, line.packages, str(SPARK_IVY)],
+            f"Spark {line.version} packages",
+        )
+        marker.touch()
+
+
 def install_all() -> None:
-    """Everything the consumer tests need, for every line (the Ivy packages come at Spark's first start)."""
+    """Everything the consumer tests need, for every line."""
     for flink in FLINK_LINES.values():
         flink_classpath(flink)
     for spark in SPARK_LINES.values():
-        spark_python(spark)
+        spark_packages(spark)
 
 
 if __name__ == "__main__":

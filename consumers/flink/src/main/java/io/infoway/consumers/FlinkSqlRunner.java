@@ -22,8 +22,8 @@ import org.apache.flink.util.CloseableIterator;
  * row of every query as one JSON line, so a test can compare what Flink read with what was sent.
  *
  * <p>Each argument is a SQL file, run in a fresh table environment of the same JVM, statements each
- * ending with ";" at the end of a line. DDL runs as it is;
- * each SELECT prints {"file": i, "query": j, "row": {column: value}} per row, then {"file": i,
+ * ending with ";" at the end of a line. DDL runs as it is; every SELECT of every file is submitted,
+ * then each prints {"file": i, "query": j, "row": {column: value}} per row, then {"file": i,
  * "query": j, "done": rows}. A failing statement prints {"file": i, "query": j, "error": "..."} and the
  * run goes on with the next file, so one broken snippet never hides the others. Values keep their
  * exactness: DECIMAL as its plain string, TIMESTAMP as ISO-8601, TIMESTAMP_LTZ as an ISO-8601 instant,
@@ -38,24 +38,39 @@ public final class FlinkSqlRunner {
         configuration.setString("table.local-time-zone", "UTC");
         EnvironmentSettings settings =
                 EnvironmentSettings.newInstance().inStreamingMode().withConfiguration(configuration).build();
+        // Every query is submitted first and read afterwards: the jobs start their clusters and read
+        // their topics side by side, and the rows are still printed one query after another.
+        List<Submitted> submitted = new ArrayList<>();
         for (int file = 0; file < args.length; file++) {
             int query = 0;
             try {
                 // One environment per file: each file's tables stand alone (raw and confluent both say trades).
                 TableEnvironment tables = TableEnvironment.create(settings);
                 for (String statement : statements(Path.of(args[file]))) {
-                    if (!isQuery(statement)) {
+                    if (isQuery(statement)) {
+                        submitted.add(new Submitted(file, query++, tables.executeSql(statement)));
+                    } else {
                         tables.executeSql(statement);
-                        continue;
                     }
-                    printQuery(tables, statement, file, query);
-                    query++;
                 }
             } catch (Exception error) {
-                emit("{\"file\":" + file + ",\"query\":" + query + ",\"error\":" + quote(describe(error)) + "}");
+                emitError(file, query, error);
+            }
+        }
+        for (Submitted job : submitted) {
+            try {
+                printRows(job);
+            } catch (Exception error) {
+                emitError(job.file(), job.query(), error);
             }
         }
         System.exit(0);
+    }
+
+    private record Submitted(int file, int query, TableResult result) {}
+
+    private static void emitError(int file, int query, Exception error) {
+        emit("{\"file\":" + file + ",\"query\":" + query + ",\"error\":" + quote(describe(error)) + "}");
     }
 
     private static List<String> statements(Path path) throws java.io.IOException {
@@ -84,12 +99,11 @@ public final class FlinkSqlRunner {
         return head.startsWith("SELECT") || head.startsWith("WITH");
     }
 
-    private static void printQuery(TableEnvironment tables, String statement, int file, int query)
-            throws Exception {
-        TableResult result = tables.executeSql(statement);
-        List<String> columns = result.getResolvedSchema().getColumnNames();
+    private static void printRows(Submitted job) throws Exception {
+        List<String> columns = job.result().getResolvedSchema().getColumnNames();
+        String place = "{\"file\":" + job.file() + ",\"query\":" + job.query();
         long rows = 0;
-        try (CloseableIterator<Row> iterator = result.collect()) {
+        try (CloseableIterator<Row> iterator = job.result().collect()) {
             while (iterator.hasNext()) {
                 Row row = iterator.next();
                 StringBuilder json = new StringBuilder("{");
@@ -97,11 +111,11 @@ public final class FlinkSqlRunner {
                     json.append(i == 0 ? "" : ",").append(quote(columns.get(i))).append(':');
                     json.append(value(row.getField(i)));
                 }
-                emit("{\"file\":" + file + ",\"query\":" + query + ",\"row\":" + json + "}}");
+                emit(place + ",\"row\":" + json + "}}");
                 rows++;
             }
         }
-        emit("{\"file\":" + file + ",\"query\":" + query + ",\"done\":" + rows + "}");
+        emit(place + ",\"done\":" + rows + "}");
     }
 
     private static String value(Object field) {
