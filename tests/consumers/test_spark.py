@@ -17,26 +17,26 @@ from typing import Any
 
 import pytest
 
-from tests.consumers.conftest import STREAMS, Produced, assert_topics_hold_what_was_sent
-from tests.consumers.oracle import SCHEMA_OF_STREAM, engine_rows
+from tests.consumers.conftest import STREAMS, Produced
+from tests.consumers.engines import ENGINE_FORMATS, JobKey, assert_engine_read_the_topic, engine_topics, job_outcomes
+from tests.consumers.oracle import SCHEMA_OF_STREAM
 from tests.consumers.snippets import README_BOOTSTRAP, README_TOPICS, localized, snippets
 from tests.consumers.tools import REPO, SPARK_IVY, SPARK_LINES, spark_python
 
-FORMATS = ("raw", "confluent")
 SPARK_JOB = Path(__file__).resolve().parent / "spark_job.py"
 SPARK_TIMEOUT_S = 900
 README_FRAME = "trades"
 """The DataFrame the README's snippet makes itself: the raw trade job reads that one."""
 
 
-def run_spark_line(line: str, data: dict[str, Produced], folder: Path) -> dict[tuple[str, str], Any]:
+def run_spark_line(line: str, data: dict[str, Produced], folder: Path) -> dict[JobKey, Any]:
     """Every (format, stream) job in one Spark session; each job's rows (parsed JSON) or its error text."""
     raw = data["raw"]
     snippet = localized(
         snippets()["spark"],
         {README_BOOTSTRAP: raw.bootstrap, f'"{README_TOPICS["trade"]}"': f'"{raw.topics["trade"]}"'},
     )
-    keys = [(wire_format, stream) for wire_format in FORMATS for stream in STREAMS]
+    keys = [(wire_format, stream) for wire_format in ENGINE_FORMATS for stream in STREAMS]
     jobs = [
         {
             "frame": README_FRAME if key == ("raw", "trade") else None,
@@ -54,50 +54,31 @@ def run_spark_line(line: str, data: dict[str, Produced], folder: Path) -> dict[t
         [str(spark_python(SPARK_LINES[line])), str(SPARK_JOB), str(plan_file)],
         cwd=REPO, capture_output=True, text=True, timeout=SPARK_TIMEOUT_S, check=False,
     )  # fmt: skip
-    outcome: dict[tuple[str, str], Any] = dict.fromkeys(
-        keys, f"no output; exit {result.returncode}\n{result.stderr[-3000:]}"
-    )
-    rows: dict[tuple[str, str], list[dict[str, Any]]] = {key: [] for key in keys}
-    for text in result.stdout.splitlines():
-        if not text.startswith("{"):
-            continue
-        event = json.loads(text)
-        key = keys[event["job"]]
-        if "row" in event:
-            rows[key].append(json.loads(event["row"], parse_float=Decimal))
-        elif "done" in event:
-            outcome[key] = rows[key]
-        else:
-            outcome[key] = f"Spark {line} failed: {event['error']}"
-    return outcome
+    return job_outcomes(f"Spark {line}", result, keys, lambda row: json.loads(row, parse_float=Decimal))
 
 
 @pytest.fixture(scope="module")
 def spark_results(
     produced: Callable[[str, str | None], Produced], schema_registry: str, tmp_path_factory: pytest.TempPathFactory
-) -> Callable[[str], tuple[dict[str, Produced], dict[tuple[str, str], Any]]]:
+) -> Callable[[str], tuple[dict[str, Produced], dict[JobKey, Any]]]:
     """Each Spark release's results for every (format, stream), from one session per release, cached."""
-    data = {"raw": produced("raw", None), "confluent": produced("confluent", schema_registry)}
+    data = engine_topics(produced, schema_registry)
 
     @cache
-    def results_of(line: str) -> dict[tuple[str, str], Any]:
+    def results_of(line: str) -> dict[JobKey, Any]:
         return run_spark_line(line, data, tmp_path_factory.mktemp(f"spark-{line}"))
 
     return lambda line: (data, results_of(line))
 
 
 @pytest.mark.parametrize("stream", STREAMS)
-@pytest.mark.parametrize("wire_format", FORMATS)
+@pytest.mark.parametrize("wire_format", ENGINE_FORMATS)
 @pytest.mark.parametrize("line", list(SPARK_LINES))
 def test_spark_reads_every_row_exactly_with_the_readme_snippet(
     line: str, wire_format: str, stream: str, spark_results: Callable[[str], Any]
 ) -> None:
     """Every record comes out of Spark once, keyed by its symbol, each field equal to Apache avro's reading of it."""
     data, results = spark_results(line)
-    topics = data[wire_format]
-    assert_topics_hold_what_was_sent(topics)
-    rows = results[(wire_format, stream)]
-    assert isinstance(rows, list), rows
-    assert len(rows) == len(topics.records[stream])
-    assert all(row["key"] == row["symbol"] for row in rows)
-    assert engine_rows(stream, rows) == engine_rows(stream, [record.value for record in topics.records[stream]])
+    outcome = results[(wire_format, stream)]
+    assert_engine_read_the_topic(f"Spark {line}", outcome, data[wire_format], stream)
+    assert all(row["key"] == row["symbol"] for row in outcome)

@@ -21,10 +21,10 @@ import org.apache.flink.util.CloseableIterator;
  * Runs SQL files on an in-process Flink (a local MiniCluster behind the Table API) and prints every
  * row of every query as one JSON line, so a test can compare what Flink read with what was sent.
  *
- * <p>Each argument is a SQL file, run in a fresh table environment of the same JVM, statements each
+ * <p>Each argument is a SQL file (job i is the i-th), run in a fresh table environment of the same JVM, statements each
  * ending with ";" at the end of a line. DDL runs as it is; every SELECT of every file is submitted,
- * then each prints {"file": i, "query": j, "row": {column: value}} per row, then {"file": i,
- * "query": j, "done": rows}. A failing statement prints {"file": i, "query": j, "error": "..."} and the
+ * then each prints {"job": i, "query": j, "row": {column: value}} per row, then {"job": i,
+ * "query": j, "done": rows}. A failing statement prints {"job": i, "query": j, "error": "..."} and the
  * run goes on with the next file, so one broken snippet never hides the others. Values keep their
  * exactness: DECIMAL as its plain string, TIMESTAMP as ISO-8601, TIMESTAMP_LTZ as an ISO-8601 instant,
  * ROW and ARRAY as JSON arrays.
@@ -70,7 +70,7 @@ public final class FlinkSqlRunner {
     private record Submitted(int file, int query, TableResult result) {}
 
     private static void emitError(int file, int query, Exception error) {
-        emit("{\"file\":" + file + ",\"query\":" + query + ",\"error\":" + quote(describe(error)) + "}");
+        emit("{\"job\":" + file + ",\"query\":" + query + ",\"error\":" + quote(describe(error)) + "}");
     }
 
     private static List<String> statements(Path path) throws java.io.IOException {
@@ -101,7 +101,7 @@ public final class FlinkSqlRunner {
 
     private static void printRows(Submitted job) throws Exception {
         List<String> columns = job.result().getResolvedSchema().getColumnNames();
-        String place = "{\"file\":" + job.file() + ",\"query\":" + job.query();
+        String place = "{\"job\":" + job.file() + ",\"query\":" + job.query();
         long rows = 0;
         try (CloseableIterator<Row> iterator = job.result().collect()) {
             while (iterator.hasNext()) {
