@@ -147,9 +147,10 @@ def spark_packages(line: SparkLine) -> None:
     """Fetch ``line``'s Kafka and Avro packages into the Ivy cache now, so the tests' sessions find them there."""
     marker = SPARK_IVY / f".resolved-{_digest(line.packages)}"
     if not marker.exists():
+        python = spark_python(line)
         say(f"fetching {line.packages} and their dependencies from Maven Central into {SPARK_IVY} (once)")
         _run(
-            [str(spark_python(line)), "-c", _IVY_WARM_UP, line.packages, str(SPARK_IVY)],
+            [str(python), "-c", _IVY_WARM_UP, line.packages, str(SPARK_IVY)],
             f"Spark {line.version} packages",
         )
         marker.touch()
