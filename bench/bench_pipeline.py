@@ -23,7 +23,7 @@ from infoway import _normalize as sdk
 from bridge.protocol import KlineInterval, Push, classify_frame
 from bridge.protocol.normalize import NORMALIZERS
 from bridge.records import Provenance, Stream
-from bridge.serialize import RecordSerializer
+from bridge.serialize import RecordSerializer, TopicMap
 from bridge.simulator.market import Market
 
 SDK = {10002: sdk.normalize_ws_trade, 10005: sdk.normalize_ws_depth, 10008: sdk.normalize_ws_kline}
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     args = parser.parse_args()
     batch = frames(args.frames)
-    serializer = RecordSerializer({s: s.value for s in Stream}, "dlq")
+    serializer = RecordSerializer(TopicMap({s: s.value for s in Stream}, "dlq"))
     contenders = {"ours": ours(serializer), "sdk": vendor_sdk, "json-only": json_only}
     rates: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(args.rounds):

@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 from bridge.config import parse_config
 from bridge.metrics import BridgeMetrics
 from bridge.records import Stream
-from bridge.serialize import KafkaMessage, RecordSerializer
+from bridge.serialize import KafkaMessage, RecordSerializer, TopicMap
 from bridge.sink import KafkaSink
 from bridge.topics import ensure_topics
 
@@ -61,7 +61,9 @@ async def ours(bootstrap: str, topic: str, batch: list[KafkaMessage]) -> float:
         {"source": {"api_key": "k", "subscriptions": [{"business": "crypto", "codes": ["X"]}]},
          "kafka": {"bootstrap_servers": bootstrap, "queue_max_records": len(batch) + 1}}, {},
     ).kafka  # fmt: skip
-    sink = KafkaSink(kafka, RecordSerializer(dict.fromkeys(Stream, topic), topic), BridgeMetrics(CollectorRegistry()))
+    sink = KafkaSink(
+        kafka, RecordSerializer(TopicMap(dict.fromkeys(Stream, topic), topic)), BridgeMetrics(CollectorRegistry())
+    )
     await sink.start()
     started = time.perf_counter()
     for message in batch:

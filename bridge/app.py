@@ -1,9 +1,14 @@
 """Wiring and lifecycle: build everything from the config, run it, stop it within a deadline.
 
-Start order: metrics endpoint, Kafka producer (fail fast with a clear message when the broker
-is unreachable), then one feed task per planned vendor connection. Stop order is the reverse,
-driven by one ``stop`` event that SIGINT/SIGTERM sets: feeds close their sockets (no new data),
-the sink flushes what it holds against ``kafka.flush_timeout_seconds``, the endpoint closes.
+Start order (:meth:`Bridge.run`): the metrics endpoint, the topics (created or checked), the
+framing (schemas registered in confluent format), the Kafka producer (fail fast with a clear
+message when the broker is unreachable), then one feed task per planned vendor connection. The
+teardown is the reverse, written once as an :class:`~contextlib.AsyncExitStack`: feeds close
+their sockets (no new data) and publish any gap still open, the sink flushes what it holds
+against ``kafka.flush_timeout_seconds``, the endpoint closes, and the final summary is logged.
+
+The path of one push: feed (socket) -> session (record) -> :class:`~bridge.pipeline.Publisher`
+(serialize) -> :class:`~bridge.sink.KafkaSink` (Kafka).
 """
 
 from __future__ import annotations
@@ -11,23 +16,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from bridge.config import BridgeConfig
 from bridge.errors import KafkaError
-from bridge.feed import Clock, FeedConnection, RetryPolicy, vendor_url
+from bridge.feed import Emit, FeedConnection, vendor_url
 from bridge.http import HealthServer
 from bridge.logs import guard_library_loggers
-from bridge.metrics import BridgeMetrics, bucket_quantile, counter_totals, histogram_buckets
+from bridge.metrics import BridgeMetrics
+from bridge.pipeline import Publisher
 from bridge.protocol import ConnectionSession, FrameBudget, plan_connections
-from bridge.records import Stream
-from bridge.registry import SchemaRegistryClient
-from bridge.serialize import RecordSerializer, schema_json
+from bridge.protocol.events import DataOutcome
+from bridge.protocol.session import run_id
+from bridge.registry import register_schemas
+from bridge.reporting import Summaries
+from bridge.serialize import Framing, RecordSerializer, TopicMap, WireFormat
 from bridge.sink import KafkaSink
+from bridge.timing import Clock, RetryPolicy
 from bridge.topics import ensure_topics
 
 log = logging.getLogger(__name__)
@@ -36,12 +47,19 @@ EXIT_OK = 0
 EXIT_ALL_CONNECTIONS_FAILED = 4
 
 
+def topic_map(config: BridgeConfig) -> TopicMap:
+    """The topics this configuration writes to: its streams', the dead letters' and the gaps'."""
+    topics = config.kafka.topics
+    streams = dict.fromkeys(stream for entry in config.source.subscriptions for stream in entry.streams)
+    return TopicMap({stream: topics.for_stream(stream) for stream in streams}, topics.dead_letter, topics.gap)
+
+
 def build_feeds(
     config: BridgeConfig,
-    serializer: RecordSerializer,
-    sink: KafkaSink,
+    emit: Emit,
     metrics: BridgeMetrics,
     *,
+    run: str,
     retry: RetryPolicy | None = None,
     clock: Clock | None = None,
 ) -> list[FeedConnection]:
@@ -61,39 +79,42 @@ def build_feeds(
             first_index=planned.get(entry.business, 0),
         )
         planned[entry.business] = planned.get(entry.business, 0) + len(plans)
-        stale_after = entry.stale_after_seconds or source.stale_after_seconds
         for plan in plans:
             session = ConnectionSession(
                 plan,
+                run_id=run,
                 budget=FrameBudget(source.frame_limit, source.frame_window_seconds),
                 heartbeat_interval=source.heartbeat_interval_seconds,
                 ack_timeout=source.ack_timeout_seconds,
                 max_frame_bytes=source.max_frame_bytes,
-                stale_after=stale_after,
+                stale_after=entry.stale_after_seconds or source.stale_after_seconds,
+                on_stale=entry.on_stale or source.on_stale,
             )
+            policy = retry or RetryPolicy(
+                reconnect.initial_delay_seconds, reconnect.max_delay_seconds, reconnect.reset_after_seconds
+            )
+            url = vendor_url(source.url, entry.business, api_key)
             feeds.append(
                 FeedConnection(
                     session,
-                    vendor_url(source.url, entry.business, api_key),
-                    serializer,
-                    sink.put,
+                    url,
+                    emit,
                     metrics,
-                    retry=retry
-                    or RetryPolicy(
-                        reconnect.initial_delay_seconds, reconnect.max_delay_seconds, reconnect.reset_after_seconds
-                    ),
+                    retry=policy,
                     clock=clock,
                     open_timeout=source.open_timeout_seconds,
                     secrets=config.secrets(),
-                    on_stale=entry.on_stale or source.on_stale,
-                    gap_topic=config.kafka.topics.gap,
                 )
             )
     return feeds
 
 
 class Bridge:
-    """The running bridge: owns the sink, the feeds, the endpoint and their tasks."""
+    """The running bridge: owns the sink, the feeds, the endpoint and their tasks.
+
+    ``run_id`` (the UTC start and 24 random bits) is part of every connection id, so records of
+    two runs never share a ``(connection_id, sequence)``.
+    """
 
     def __init__(
         self,
@@ -106,54 +127,44 @@ class Bridge:
         self.config = config
         guard_library_loggers(config.secrets())
         self.metrics = BridgeMetrics(registry or CollectorRegistry())
-        topics = config.kafka.topics
-        self.serializer = RecordSerializer(
-            {stream: topics.for_stream(stream) for stream in Stream},
-            topics.dead_letter,
-            wire_format=config.serialization.format,
-            secrets=config.secrets(),
-            dead_letter_max_raw_chars=config.kafka.dead_letter_max_raw_chars,
-        )
-        self.sink = KafkaSink(config.kafka, self.serializer, self.metrics)
-        self.feeds = build_feeds(config, self.serializer, self.sink, self.metrics, retry=retry, clock=clock)
+        self.topics = topic_map(config)
+        self.run_id = run_id(datetime.now(UTC), secrets.randbits(24))
+        self.sink: KafkaSink | None = None
+        self._publisher: Publisher | None = None
+        self.feeds = build_feeds(config, self._publish, self.metrics, run=self.run_id, retry=retry, clock=clock)
         self.health = HealthServer(self.metrics.registry, self.readiness)
         self.metrics_port: int | None = None
-        self._lag_snapshot: dict[Stream, dict[float, float]] = {}
+        self._summaries = Summaries(self.metrics.registry)
+        self._subscribed_at_stop = 0
 
-    def schema_topics(self) -> dict[str, str]:
-        """Every topic this configuration writes to, by the name of its schema."""
-        topics = self.config.kafka.topics
-        streams = dict.fromkeys(stream for entry in self.config.source.subscriptions for stream in entry.streams)
-        named = {stream.value: topics.for_stream(stream) for stream in streams}
-        named["dead_letter"] = topics.dead_letter
-        if topics.gap:
-            named["gap"] = topics.gap
-        return named
+    async def _publish(self, outcome: DataOutcome) -> None:
+        """The feeds' port; the feeds start only once :meth:`run` has built the publisher."""
+        assert self._publisher is not None, "feeds run only inside Bridge.run"
+        await self._publisher.publish(outcome)
 
-    def topic_names(self) -> list[str]:
-        """Every topic this configuration writes to: its streams', the dead letters' and the gaps'."""
-        return list(self.schema_topics().values())
-
-    async def _register_schemas(self) -> None:
-        """In ``confluent`` format, register each schema under ``<topic>-value`` and frame with its id."""
-        registry = self.config.serialization.registry
-        if self.config.serialization.format != "confluent" or registry is None:
-            return
-        client = SchemaRegistryClient(registry)
-        ids = {}
-        for name, topic in self.schema_topics().items():
-            ids[name] = await client.register(f"{topic}-value", schema_json(name))
-        self.serializer.use_schema_ids(ids)
-        log.info("schemas registered at %s: %s", registry.url, ", ".join(f"{n}={i}" for n, i in ids.items()))
+    async def _framing(self) -> Framing:
+        """The wire format, with the registry's schema ids in confluent format (registered here, before any record)."""
+        serialization = self.config.serialization
+        if serialization.format is WireFormat.SINGLE_OBJECT:
+            return Framing.single_object()
+        if serialization.format is WireFormat.CONFLUENT and serialization.registry is not None:
+            framing = await register_schemas(serialization.registry, self.topics.schema_topics())
+            ids = ", ".join(f"{name}={schema_id}" for name, schema_id in framing.schema_ids.items())
+            log.info("schemas registered at %s: %s", serialization.registry.url, ids)
+            return framing
+        return Framing.raw()
 
     def readiness(self) -> tuple[bool, str]:
         """Ready when at least one connection is subscribed and the producer is running."""
-        subscribed = sum(feed.session.subscribed for feed in self.feeds)
-        if not self.sink.running:
+        subscribed = self._subscribed()
+        if self.sink is None or not self.sink.running:
             return False, "kafka producer not running"
         if not subscribed:
             return False, f"no vendor connection subscribed (0 of {len(self.feeds)})"
         return True, f"{subscribed} of {len(self.feeds)} connections subscribed"
+
+    def _subscribed(self) -> int:
+        return sum(feed.session.subscribed for feed in self.feeds)
 
     async def run(
         self, stop: asyncio.Event, *, summary_interval: float | None = None, run_for: float | None = None
@@ -165,33 +176,49 @@ class Bridge:
 
         Raises:
             KafkaError: Kafka was unreachable at start.
+            RegistryError: the schema registry was unreachable at start (confluent format).
         """
-        self.metrics_port = await self.health.start(self.config.metrics.host, self.config.metrics.port)
-        log.info("metrics on http://%s:%d/metrics", self.config.metrics.host, self.metrics_port)
-        try:
-            await ensure_topics(self.config.kafka, self.topic_names())
-            await self._register_schemas()
+        config = self.config
+        async with contextlib.AsyncExitStack() as teardown:
+            teardown.callback(self._log_summary, final=True)
+            self.metrics_port = await self.health.start(config.metrics.host, config.metrics.port)
+            teardown.push_async_callback(self.health.close)
+            log.info("metrics on http://%s:%d/metrics", config.metrics.host, self.metrics_port)
+            await ensure_topics(config.kafka, list(self.topics.schema_topics().values()))
+            serializer = RecordSerializer(
+                self.topics,
+                await self._framing(),
+                secrets=config.secrets(),
+                dead_letter_max_raw_chars=config.kafka.dead_letter_max_raw_chars,
+            )
+            self.sink = KafkaSink(config.kafka, serializer, self.metrics)
             await self.sink.start()
+            teardown.push_async_callback(self._close_sink, self.sink)
+            self._publisher = Publisher(serializer, self.sink.put, self.metrics)
+            teardown.push_async_callback(self._finish_feeds)
             log.info(
-                "producing to Kafka at %s (topics: %s)",
-                self.config.kafka.bootstrap_servers,
-                ", ".join(topic for topic in self.config.kafka.topics.model_dump().values() if topic),
+                "producing to Kafka at %s (topics: %s; run id %s)",
+                config.kafka.bootstrap_servers,
+                ", ".join(self.topics.schema_topics().values()),
+                self.run_id,
             )
             return await self._supervise(stop, summary_interval, run_for)
-        finally:
-            for feed in self.feeds:
-                await feed.finish()
-            undelivered = await self.sink.close()
-            await self.health.close()
-            self._log_summary(final=True)
-            if undelivered:
-                log.error("%d record(s) were lost at shutdown; see the errors above", undelivered)
+
+    async def _finish_feeds(self) -> None:
+        for feed in self.feeds:
+            await feed.finish()
+
+    async def _close_sink(self, sink: KafkaSink) -> None:
+        undelivered = await sink.close()
+        if undelivered:
+            log.error("%d record(s) were lost at shutdown; see the errors above", undelivered)
 
     async def _supervise(self, stop: asyncio.Event, summary_interval: float | None, run_for: float | None) -> int:
+        assert self.sink is not None
         feed_tasks = [asyncio.create_task(feed.run(stop), name=f"feed-{feed.session.plan.name}") for feed in self.feeds]
         helpers: list[asyncio.Task[Any]] = []
         if summary_interval:
-            helpers.append(asyncio.create_task(self._summaries(summary_interval), name="summary"))
+            helpers.append(asyncio.create_task(self._summary_loop(summary_interval), name="summary"))
         if run_for is not None:
             helpers.append(asyncio.create_task(_set_after(stop, run_for), name="run-for"))
         stopper = asyncio.create_task(stop.wait(), name="stop")
@@ -208,6 +235,7 @@ class Bridge:
                 if sink_failed in done:
                     raise KafkaError(f"the Kafka sink failed: {self.sink.failure}")
         finally:
+            self._subscribed_at_stop = self._subscribed()
             stop.set()
             for task in helpers:
                 task.cancel()
@@ -220,48 +248,14 @@ class Bridge:
             return EXIT_ALL_CONNECTIONS_FAILED
         return EXIT_OK
 
-    async def _summaries(self, interval: float) -> None:
+    async def _summary_loop(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
             self._log_summary(final=False)
 
     def _log_summary(self, *, final: bool) -> None:
-        """One line: records per topic, lag quantiles, dead letters, connections.
-
-        Periodic lines give the lag over the interval since the previous line (what an operator
-        watching the feed wants to know now); the final line gives it over the whole run.
-        """
-        registry = self.metrics.registry
-        produced = counter_totals(registry, "infoway_bridge_records_produced", "topic")
-        dead = sum(counter_totals(registry, "infoway_bridge_dead_letters", "reason").values())
-        parts = [f"{topic}={int(count)}" for topic, count in sorted(produced.items())] or ["no records yet"]
-        lag = []
-        for stream in Stream:
-            current = histogram_buckets(registry, "infoway_bridge_event_lag_seconds", stream=stream.value)
-            previous = {} if final else self._lag_snapshot.get(stream, {})
-            window = {bound: count - previous.get(bound, 0.0) for bound, count in current.items()}
-            self._lag_snapshot[stream] = current
-            p50, count = bucket_quantile(window, 0.5)
-            p99, _ = bucket_quantile(window, 0.99)
-            if count and p50 is not None and p99 is not None:
-                # A kline's only vendor time is its bar's start, so its "lag" is the bar's age.
-                name = "kline bar age" if stream is Stream.KLINE else stream.value
-                lag.append(f"{name} p50={_ms(p50)} p99={_ms(p99)}")
-        up = sum(feed.session.subscribed for feed in self.feeds)
-        log.info(
-            "%s: records %s; event lag %s %s; dead letters %d; connections subscribed %d/%d",
-            "final summary" if final else "summary",
-            " ".join(parts),
-            "over the run" if final else "since the last summary",
-            ", ".join(lag) or "n/a",
-            int(dead),
-            up,
-            len(self.feeds),
-        )
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f}ms" if seconds < 10 else f"{seconds:.0f}s"
+        subscribed = self._subscribed_at_stop if final else self._subscribed()
+        log.info("%s", self._summaries.line(final=final, subscribed=subscribed, connections=len(self.feeds)))
 
 
 async def _set_after(event: asyncio.Event, seconds: float) -> None:

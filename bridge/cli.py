@@ -13,7 +13,7 @@ from pathlib import Path
 from bridge import __version__
 from bridge.app import Bridge
 from bridge.config import API_KEY_ENV, BOOTSTRAP_ENV, load_config
-from bridge.errors import ConfigError, KafkaError
+from bridge.errors import ConfigError, KafkaError, RegistryError
 from bridge.logs import configure_logging
 from bridge.simulator.cli import add_simulate_arguments, run_simulate
 from bridge.tail import TAIL_EPILOG, add_tail_arguments, run_tail
@@ -37,7 +37,8 @@ exit status:
   0  stopped by SIGINT/SIGTERM (or --run-for) after flushing Kafka
   1  an unexpected failure (a bug: the log has the traceback, with secrets scrubbed)
   2  the configuration is invalid (the message names the key; also a schema the registry refuses)
-  3  Kafka was unreachable at start, or a topic is missing and kafka.create_topics is off
+  3  Kafka (or, in confluent format, the schema registry) was unreachable at start, or a topic
+     is missing and kafka.create_topics is off
   4  every vendor connection stopped on a terminal error (bad key, expired plan, ...)
 
 example:
@@ -141,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     configure_logging(args.log_format, args.log_level, secrets=config.secrets())
     try:
         return asyncio.run(_run_bridge(Bridge(config), args.summary_interval or None, args.run_for))
-    except KafkaError as exc:
+    except (KafkaError, RegistryError) as exc:
         log.error("%s", exc)
         return EXIT_KAFKA
     except ConfigError as exc:

@@ -31,7 +31,9 @@ from pydantic import (
 from bridge.errors import ConfigError
 from bridge.protocol.codes import KlineInterval
 from bridge.protocol.requests import DEFAULT_MAX_CODES_PER_CONNECTION
+from bridge.protocol.session import StalePolicy
 from bridge.records import Stream
+from bridge.serialize import WireFormat
 
 API_KEY_ENV = "INFOWAY_API_KEY"
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
@@ -43,9 +45,6 @@ PositiveSeconds = Annotated[float, Field(gt=0)]
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-OnStale = Literal["reconnect", "report"]
 
 
 class SubscriptionConfig(_Frozen):
@@ -60,7 +59,7 @@ class SubscriptionConfig(_Frozen):
     streams: tuple[Stream, ...] = (Stream.TRADE,)
     kline_types: tuple[KlineInterval, ...] = (KlineInterval.MIN_1,)
     stale_after_seconds: PositiveSeconds | None = None
-    on_stale: OnStale | None = None
+    on_stale: StalePolicy | None = None
 
     @field_validator("codes", mode="before")
     @classmethod
@@ -114,7 +113,7 @@ class SourceConfig(_Frozen):
     open_timeout_seconds: PositiveSeconds = 10.0
     ack_timeout_seconds: PositiveSeconds = 8.0
     stale_after_seconds: PositiveSeconds = 60.0
-    on_stale: OnStale = "reconnect"
+    on_stale: StalePolicy = StalePolicy.RECONNECT
     reconnect: ReconnectConfig = ReconnectConfig()
 
     @field_validator("url")
@@ -241,12 +240,12 @@ class SerializationConfig(_Frozen):
     0x01 and the schema's CRC-64-AVRO fingerprint), self-describing without a registry.
     """
 
-    format: Literal["raw", "single-object", "confluent"] = "raw"
+    format: WireFormat = WireFormat.RAW
     registry: RegistryConfig | None = None
 
     @model_validator(mode="after")
     def _registry_for_confluent(self) -> SerializationConfig:
-        if self.format == "confluent" and self.registry is None:
+        if self.format is WireFormat.CONFLUENT and self.registry is None:
             raise ValueError("format confluent needs serialization.registry.url")
         return self
 

@@ -7,8 +7,9 @@
     ├── LocalProtocolError           we built a request the vendor protocol forbids (a bridge bug)
     ├── RemoteProtocolError          the vendor sent something we cannot use
     │   └── MalformedPayload         a push whose payload misses a field or carries a bad number
-    └── KafkaError                   the broker side failed
-        └── TopicMissing             a topic the bridge needs does not exist and may not be created
+    ├── KafkaError                   the broker side failed
+    │   └── TopicMissing             a topic the bridge needs does not exist and may not be created
+    └── RegistryError                the schema registry refused a request or could not be reached
 
 ``retriable`` on the class says whether trying again can help. Vendor refusals are not
 exceptions but events (:class:`bridge.protocol.VendorError`), classified by the catalogue in
@@ -59,3 +60,9 @@ class TopicMissing(KafkaError):
     """A configured topic does not exist and ``kafka.create_topics`` is off."""
 
     retriable = False
+
+
+class RegistryError(BridgeError):
+    """The schema registry refused a request or could not be reached; the message says which and why."""
+
+    retriable = True

@@ -54,7 +54,11 @@ class BridgeMetrics:
             registry=registry,
         )
         self.reconnects = Counter(
-            prefix + "reconnects", "Vendor reconnects, by reason.", ["business", "reason"], registry=registry
+            prefix + "reconnects",
+            "Vendor reconnects, by cause (closed, socket_error, timeout, handshake, http_refused, vendor_error, "
+            "stale, error) and the vendor code or HTTP status behind it (empty when none).",
+            ["business", "reason", "code"],
+            registry=registry,
         )
         self.vendor_errors = Counter(
             prefix + "vendor_errors",

@@ -6,14 +6,28 @@ time and is never filled in with the receipt time: a consumer computes lag from 
 
 ``connection_id`` and ``sequence`` are provenance: the sequence counts pushes on one vendor
 connection from 1, so a consumer sees exactly where a reconnect (and a possible gap) happened.
+The connection id names one connection instance of one process run
+(``crypto-0#3@20261202T015346Z-3f9a1c``: plan name, attempt, run id), so ``(connection_id,
+sequence)`` identifies a record across restarts and replicas.
+
+Besides market records this module holds what else the bridge publishes: gap records (an
+interval without data, and why) and dead letters (what could not become market data, and why).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
+
+
+def epoch_millis(instant: datetime) -> int:
+    """Whole milliseconds since the Unix epoch, truncated (Avro ``timestamp-millis``, every schema's unit)."""
+    return (instant - EPOCH) // _MILLISECOND
 
 
 class Stream(enum.StrEnum):
@@ -107,6 +121,60 @@ class KlineRecord:
 MarketRecord = TradeRecord | DepthRecord | KlineRecord
 
 
+class Cause(enum.StrEnum):
+    """Why a vendor connection ended (or its data stopped); the value is the metric label and the gap's cause."""
+
+    CLOSED = "closed"
+    """The peer closed the socket (with or without a close frame)."""
+    SOCKET_ERROR = "socket_error"
+    """The network failed: refused, reset, unreachable."""
+    TIMEOUT = "timeout"
+    """The handshake or a read did not complete in time."""
+    HANDSHAKE = "handshake"
+    """The WebSocket handshake was malformed."""
+    HTTP_REFUSED = "http_refused"
+    """The gateway refused the handshake with an HTTP status (``code``)."""
+    VENDOR_ERROR = "vendor_error"
+    """The vendor sent an error frame that ends the connection (``code``)."""
+    STALE = "stale"
+    """No push for ``stale_after`` seconds on an open socket."""
+    STOPPED = "stopped"
+    """The bridge was asked to stop."""
+    ERROR = "error"
+    """Anything else: a bug, logged with its traceback."""
+
+
+class DeadLetterStage(enum.StrEnum):
+    """Where something failed to become market data; the value is written in the dead letter."""
+
+    CLASSIFY = "classify"
+    """The frame itself: not JSON, binary, an unknown code."""
+    NORMALIZE = "normalize"
+    """The push's payload: a missing field, a bad number."""
+    SERIALIZE = "serialize"
+    """The Avro encoding: a decimal the schema cannot carry exactly."""
+    PRODUCE = "produce"
+    """The broker refused the record for good."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Something that could not become market data, and why (``schemas/dead_letter.avsc``).
+
+    ``reason`` is a short, stable label (never text from the frame); ``raw`` is the frame's text,
+    scrubbed of secrets by the serializer before it leaves the process.
+    """
+
+    reason: str
+    stage: DeadLetterStage
+    detail: str
+    raw: str
+    received_time: datetime
+    business: str | None = None
+    connection_id: str | None = None
+    target_topic: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class GapRecord:
     """An interval during which a connection's subscriptions were not being received.
@@ -121,7 +189,9 @@ class GapRecord:
     streams: tuple[Stream, ...]
     start: datetime
     end: datetime
-    cause: str
+    cause: Cause
+    code: int | None
+    """The vendor error code or HTTP status behind ``cause``, when it has one."""
     resolved: bool
     previous_connection_id: str
     next_connection_id: str | None

@@ -16,16 +16,14 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 from bridge.config import RegistryConfig
-from bridge.errors import ConfigError, KafkaError
+from bridge.errors import ConfigError, RegistryError
+from bridge.serialize import Framing, schema_json
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
-
-
-class RegistryError(KafkaError):
-    """The registry refused a request or could not be reached; the message says which and why."""
 
 
 class SchemaRegistryClient:
@@ -84,6 +82,18 @@ class SchemaRegistryClient:
             return exc.code, _json(exc.read())
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             raise RegistryError(f"cannot reach the schema registry at {self._config.url}: {exc}") from exc
+
+
+async def register_schemas(config: RegistryConfig, schema_topics: Mapping[str, str]) -> Framing:
+    """Register every schema in use under ``<topic>-value``; the confluent framing with the ids it got.
+
+    Raises:
+        ConfigError: the registry refuses a schema as incompatible.
+        RegistryError: the registry is unreachable or refuses otherwise.
+    """
+    client = SchemaRegistryClient(config)
+    ids = {name: await client.register(f"{topic}-value", schema_json(name)) for name, topic in schema_topics.items()}
+    return Framing.confluent(ids)
 
 
 def _json(raw: bytes) -> dict[str, Any]:

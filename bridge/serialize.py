@@ -8,20 +8,31 @@ does not check precision at all: a value that cannot be carried exactly raises
 
 from __future__ import annotations
 
+import enum
 import io
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from functools import cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 import fastavro
 
 from bridge.errors import MalformedPayload
-from bridge.records import DepthRecord, GapRecord, KlineRecord, MarketRecord, PriceLevel, Stream, TradeRecord
+from bridge.records import (
+    DeadLetter,
+    DepthRecord,
+    GapRecord,
+    KlineRecord,
+    MarketRecord,
+    PriceLevel,
+    Stream,
+    TradeRecord,
+    epoch_millis,
+)
 from bridge.redact import redact
 
 DECIMAL_PRECISION = 38
@@ -29,10 +40,18 @@ DECIMAL_SCALE = 18
 _SCALE_FACTOR = 10**DECIMAL_SCALE
 _PRECISION_LIMIT = 10**DECIMAL_PRECISION
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
-
-WireFormat = Literal["raw", "single-object", "confluent"]
 CONFLUENT_MAGIC = b"\x00"
-DeadLetterStage = Literal["classify", "normalize", "serialize", "produce"]
+
+
+class WireFormat(enum.StrEnum):
+    """How a value is framed on the wire (``serialization.format``)."""
+
+    RAW = "raw"
+    """Plain Avro binary: the reader must know the schema."""
+    SINGLE_OBJECT = "single-object"
+    """Avro's single-object encoding: 0xC3 0x01 and the schema's CRC-64-AVRO fingerprint, then the body."""
+    CONFLUENT = "confluent"
+    """Magic byte 0 and the registry's 4-byte schema id, then the body."""
 
 
 class NotRepresentable(MalformedPayload):
@@ -54,20 +73,6 @@ class KafkaMessage:
     business: str | None
     event_time: datetime | None
     received_time: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """Something that could not become market data, and why (``schemas/dead_letter.avsc``)."""
-
-    reason: str
-    stage: DeadLetterStage
-    detail: str
-    raw: str
-    received_time: datetime
-    business: str | None = None
-    connection_id: str | None = None
-    target_topic: str | None = None
 
 
 SCHEMA_NAMES = ("trade", "depth", "kline", "dead_letter", "gap")
@@ -116,15 +121,6 @@ def writer_schema(name: str) -> dict[str, Any]:
     return parsed
 
 
-_MILLISECOND = timedelta(milliseconds=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def millis(instant: datetime) -> int:
-    """Epoch milliseconds (timestamp-millis), truncated: every instant in the schemas is in milliseconds."""
-    return (instant - _EPOCH) // _MILLISECOND
-
-
 def decimal_bytes(value: Decimal, field: str) -> bytes:
     """The Avro ``decimal(38,18)`` encoding of ``value``: its unscaled integer, big-endian two's complement.
 
@@ -155,8 +151,8 @@ def _common(record: MarketRecord) -> dict[str, Any]:
     return {
         "symbol": record.symbol,
         "business": provenance.business,
-        "event_time": millis(record.event_time),
-        "received_time": millis(provenance.received_time),
+        "event_time": epoch_millis(record.event_time),
+        "received_time": epoch_millis(provenance.received_time),
         "connection_id": provenance.connection_id,
         "sequence": provenance.sequence,
     }
@@ -189,9 +185,9 @@ def kline_to_avro(record: KlineRecord) -> dict[str, Any]:
     """The Avro datum of a kline bar."""
     datum = _common(record)
     datum["interval"] = record.interval
-    datum["open_time"] = millis(record.open_time)
-    for field in ("open", "high", "low", "close", "volume", "amount"):
-        datum[field] = decimal_bytes(getattr(record, field), field)
+    datum["open_time"] = epoch_millis(record.open_time)
+    for name in ("open", "high", "low", "close", "volume", "amount"):
+        datum[name] = decimal_bytes(getattr(record, name), name)
     datum["change"] = _optional(record.change, "change")
     datum["change_percent"] = _optional(record.change_percent, "change_percent")
     return datum
@@ -215,51 +211,107 @@ def single_object_header(schema: dict[str, Any]) -> bytes:
     return SINGLE_OBJECT_MARKER + bytes.fromhex(fingerprint)
 
 
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """The wire format, resolved before the serializer is built: in ``confluent`` format, with its schema ids.
+
+    Use :meth:`raw`, :meth:`single_object` or :meth:`confluent`; the ids come from registering
+    each schema (``bridge.registry``) before the first record is written.
+    """
+
+    wire_format: WireFormat
+    schema_ids: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def raw(cls) -> Framing:
+        """Plain Avro binary."""
+        return cls(WireFormat.RAW)
+
+    @classmethod
+    def single_object(cls) -> Framing:
+        """Avro's single-object encoding."""
+        return cls(WireFormat.SINGLE_OBJECT)
+
+    @classmethod
+    def confluent(cls, schema_ids: Mapping[str, int]) -> Framing:
+        """Confluent framing with the registry's id of every schema name in use."""
+        return cls(WireFormat.CONFLUENT, dict(schema_ids))
+
+    def prefix(self, name: str) -> bytes:
+        """The bytes before the Avro body of a value of schema ``name``."""
+        if self.wire_format is WireFormat.SINGLE_OBJECT:
+            return single_object_header(load_schema(name))
+        if self.wire_format is WireFormat.CONFLUENT:
+            return CONFLUENT_MAGIC + self.schema_ids[name].to_bytes(4, "big")
+        return b""
+
+    def headers(self, name: str) -> tuple[tuple[str, bytes], ...]:
+        """The headers that say how a value of schema ``name`` is framed and which schema it is."""
+        schema = load_schema(name)
+        fingerprint = single_object_header(schema)[2:][::-1].hex()
+        headers = [
+            ("wire-format", self.wire_format.value.encode()),
+            ("schema", str(schema["name"]).encode()),
+            ("schema-fingerprint", fingerprint.encode()),
+        ]
+        if self.wire_format is WireFormat.CONFLUENT:
+            headers.append(("schema-id", str(self.schema_ids[name]).encode()))
+        return tuple(headers)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMap:
+    """Where everything goes: the topic of each stream in use, the dead letters' and (when set) the gaps'."""
+
+    streams: Mapping[Stream, str]
+    dead_letter: str
+    gap: str | None = None
+
+    def schema_topics(self) -> dict[str, str]:
+        """Every topic written to, by the name of its schema (``trade``, ..., ``dead_letter``, ``gap``)."""
+        named = {stream.value: topic for stream, topic in self.streams.items()}
+        named["dead_letter"] = self.dead_letter
+        if self.gap is not None:
+            named["gap"] = self.gap
+        return named
+
+
 class RecordSerializer:
-    """Encodes records of every stream for their topics in one wire format.
+    """Encodes records, gaps and dead letters for their topics in one framing.
 
     Args:
-        topics: stream to topic name.
-        wire_format: ``raw`` (plain Avro binary) or ``single-object`` (Avro's single-object
-            encoding, for consumers without a registry).
+        topics: where each kind of message goes.
+        framing: the wire format; in confluent format it must hold an id for every schema in ``topics``.
+        secrets: scrubbed from dead letters' text.
+        dead_letter_max_raw_chars: a dead letter's raw text is cut to this, after scrubbing.
+
+    Raises:
+        ValueError: a confluent framing lacks the id of a schema in use.
     """
 
     def __init__(
         self,
-        topics: Mapping[Stream, str],
-        dead_letter_topic: str,
+        topics: TopicMap,
+        framing: Framing | None = None,
         *,
-        wire_format: WireFormat = "raw",
         secrets: tuple[str, ...] = (),
         dead_letter_max_raw_chars: int = 65_536,
     ) -> None:
-        self._topics = dict(topics)
-        self._dead_letter_topic = dead_letter_topic
-        self._dead_letter_schema = writer_schema("dead_letter")
-        self._gap_schema = writer_schema("gap")
+        framing = framing if framing is not None else Framing.raw()
+        names = topics.schema_topics()
+        if framing.wire_format is WireFormat.CONFLUENT:
+            missing = sorted(set(names) - set(framing.schema_ids))
+            if missing:
+                raise ValueError(f"confluent framing has no schema id for {', '.join(missing)}")
+        self.topics = topics
+        self.framing = framing
         self._secrets = secrets
         self._max_raw = dead_letter_max_raw_chars
-        self._schemas = {stream: writer_schema(stream.value) for stream in Stream}
-        self._prefix: dict[str, bytes] = {}
-        self._schema_headers: dict[str, tuple[tuple[str, bytes], ...]] = {}
-        for name in SCHEMA_NAMES:
-            schema = load_schema(name)
-            fingerprint = single_object_header(schema)[2:][::-1].hex()
-            self._prefix[name] = single_object_header(schema) if wire_format == "single-object" else b""
-            self._schema_headers[name] = (
-                ("wire-format", wire_format.encode()),
-                ("schema", str(schema["name"]).encode()),
-                ("schema-fingerprint", fingerprint.encode()),
-            )
-
-    def use_schema_ids(self, ids: Mapping[str, int]) -> None:
-        """Frame values as Confluent does: magic byte 0, then the registry's 4-byte schema id.
-
-        Called once at start, before any record, with the id of every schema name in use.
-        """
-        for name, schema_id in ids.items():
-            self._prefix[name] = CONFLUENT_MAGIC + schema_id.to_bytes(4, "big")
-            self._schema_headers[name] = (*self._schema_headers[name], ("schema-id", str(schema_id).encode()))
+        self._dead_letter_schema = writer_schema("dead_letter")
+        self._gap_schema = writer_schema("gap")
+        self._schemas = {stream: writer_schema(stream.value) for stream in topics.streams}
+        self._prefix = {name: framing.prefix(name) for name in names}
+        self._schema_headers = {name: framing.headers(name) for name in names}
 
     def serialize(self, record: MarketRecord) -> KafkaMessage:
         """One record as a Kafka message.
@@ -274,7 +326,7 @@ class RecordSerializer:
         provenance = record.provenance
         received = provenance.received_time
         return KafkaMessage(
-            topic=self._topics[stream],
+            topic=self.topics.streams[stream],
             key=record.symbol.encode("utf-8"),
             value=buffer.getvalue(),
             headers=(
@@ -289,16 +341,20 @@ class RecordSerializer:
             received_time=received,
         )
 
-    def serialize_gap(self, gap: GapRecord, topic: str) -> KafkaMessage:
-        """A gap record for the gap topic, keyed by the connection's plan name."""
+    def serialize_gap(self, gap: GapRecord) -> KafkaMessage | None:
+        """A gap record for the gap topic, keyed by the connection's plan name; ``None`` when no gap topic is set."""
+        topic = self.topics.gap
+        if topic is None:
+            return None
         datum = {
             "business": gap.business,
             "connection": gap.connection,
             "codes": list(gap.codes),
             "streams": [stream.value for stream in gap.streams],
-            "start": millis(gap.start),
-            "end": millis(gap.end),
-            "cause": gap.cause,
+            "start": epoch_millis(gap.start),
+            "end": epoch_millis(gap.end),
+            "cause": gap.cause.value,
+            "code": gap.code,
             "resolved": gap.resolved,
             "previous_connection_id": gap.previous_connection_id,
             "next_connection_id": gap.next_connection_id,
@@ -310,7 +366,11 @@ class RecordSerializer:
             topic=topic,
             key=gap.connection.encode(),
             value=buffer.getvalue(),
-            headers=(("business", gap.business.encode()), ("cause", gap.cause.encode()), *self._schema_headers["gap"]),
+            headers=(
+                ("business", gap.business.encode()),
+                ("cause", gap.cause.value.encode()),
+                *self._schema_headers["gap"],
+            ),
             stream=None,
             business=gap.business,
             event_time=None,
@@ -328,12 +388,12 @@ class RecordSerializer:
         truncated = len(raw) > self._max_raw
         datum = {
             "reason": letter.reason,
-            "stage": letter.stage,
+            "stage": letter.stage.value,
             "detail": detail,
             "business": letter.business,
             "connection_id": letter.connection_id,
             "target_topic": letter.target_topic,
-            "received_time": millis(letter.received_time),
+            "received_time": epoch_millis(letter.received_time),
             "raw": raw[: self._max_raw],
             "raw_length": len(letter.raw),
             "raw_truncated": truncated,
@@ -343,7 +403,7 @@ class RecordSerializer:
         fastavro.schemaless_writer(buffer, self._dead_letter_schema, datum)
         headers = [
             ("infoway.errors.reason", letter.reason.encode()),
-            ("infoway.errors.stage", letter.stage.encode()),
+            ("infoway.errors.stage", letter.stage.value.encode()),
             ("infoway.errors.detail", detail.encode()),
         ]
         if letter.business is not None:
@@ -353,7 +413,7 @@ class RecordSerializer:
         if letter.target_topic is not None:
             headers.append(("infoway.errors.target.topic", letter.target_topic.encode()))
         return KafkaMessage(
-            topic=self._dead_letter_topic,
+            topic=self.topics.dead_letter,
             key=letter.business.encode() if letter.business is not None else None,
             value=buffer.getvalue(),
             headers=(*headers, *self._schema_headers["dead_letter"]),

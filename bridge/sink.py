@@ -57,9 +57,10 @@ from aiokafka.structs import TopicPartition
 
 from bridge.config import KafkaConfig
 from bridge.errors import KafkaError
-from bridge.kafka_connection import connection_options
+from bridge.kafka_connection import connection_options, producer_is_dead, stop_quietly
 from bridge.metrics import BridgeMetrics
-from bridge.serialize import DeadLetter, KafkaMessage, RecordSerializer
+from bridge.records import DeadLetter, DeadLetterStage
+from bridge.serialize import KafkaMessage, RecordSerializer
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ _MAX_RETRY_DELAY = 30.0
 
 
 @dataclass(slots=True)
-class _Lane:
+class _PartitionLane:
     """The records waiting for one partition, and the task that sends them in order."""
 
     partition: TopicPartition
@@ -110,7 +111,7 @@ class KafkaSink:
         self._producer_generation = 0
         self._replace_lock = asyncio.Lock()
         self._capacity = asyncio.Semaphore(config.queue_max_records)
-        self._lanes: dict[TopicPartition, _Lane] = {}
+        self._lanes: dict[TopicPartition, _PartitionLane] = {}
         self._partitions: dict[str, list[int]] = {}
         self._partitioner = DefaultPartitioner()
         self._pending = 0
@@ -151,7 +152,7 @@ class KafkaSink:
         try:
             await asyncio.wait_for(producer.start(), self._config.request_timeout_seconds)
         except BaseException:
-            await _stop_quietly(producer)
+            await stop_quietly(producer)
             raise
         self._producer_generation += 1
         return producer
@@ -190,7 +191,7 @@ class KafkaSink:
     def _enqueue(self, partition: TopicPartition, message: KafkaMessage) -> None:
         lane = self._lanes.get(partition)
         if lane is None:
-            lane = self._lanes[partition] = _Lane(partition)
+            lane = self._lanes[partition] = _PartitionLane(partition)
             lane.task = asyncio.create_task(
                 self._run_lane(lane), name=f"kafka-lane-{partition.topic}-{partition.partition}"
             )
@@ -231,7 +232,7 @@ class KafkaSink:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _MAX_RETRY_DELAY)
 
-    async def _run_lane(self, lane: _Lane) -> None:
+    async def _run_lane(self, lane: _PartitionLane) -> None:
         linger = self._config.linger_ms / 1000
         while True:
             while not lane.messages:
@@ -240,9 +241,9 @@ class KafkaSink:
             if linger:
                 await asyncio.sleep(linger)
             batch = self._take(lane)
-            await self._deliver(lane.partition, batch)
+            await self._send_until_acknowledged(lane.partition, batch)
 
-    def _take(self, lane: _Lane) -> list[KafkaMessage]:
+    def _take(self, lane: _PartitionLane) -> list[KafkaMessage]:
         """As many queued messages as fit one batch (always at least one), oldest first."""
         budget = self._config.max_batch_bytes
         taken = [lane.messages.popleft()]
@@ -254,7 +255,7 @@ class KafkaSink:
             taken.append(lane.messages.popleft())
         return taken
 
-    async def _deliver(self, partition: TopicPartition, batch: list[KafkaMessage]) -> None:
+    async def _send_until_acknowledged(self, partition: TopicPartition, batch: list[KafkaMessage]) -> None:
         """Send ``batch`` until Kafka acknowledges all of it or refuses its records for good."""
         retry_delay = 0.5
         while batch:
@@ -275,7 +276,7 @@ class KafkaSink:
                     "Kafka did not acknowledge %d record(s) for %s[%d] (%s); retrying in %.1fs, in order",
                     len(batch), partition.topic, partition.partition, reason, retry_delay,
                 )  # fmt: skip
-                if _producer_is_dead(producer):
+                if producer_is_dead(producer):
                     await self._replace_producer(producer, exc)
                 else:
                     await asyncio.sleep(retry_delay)
@@ -319,7 +320,7 @@ class KafkaSink:
                 "the Kafka producer stopped working (%s: %s); replacing it and resending unacknowledged batches",
                 type(cause).__name__, cause,
             )  # fmt: skip
-            await _stop_quietly(broken)
+            await stop_quietly(broken)
             delay = 0.5
             while True:
                 try:
@@ -336,7 +337,7 @@ class KafkaSink:
         """Kafka refused a batch for good: find the culprit(s) one by one, dead-letter only those."""
         if len(batch) > 1:
             for message in batch:
-                await self._deliver(partition, [message])
+                await self._send_until_acknowledged(partition, [message])
             return
         (message,) = batch
         reason = _PERMANENT_FAILURES.get(type(error), type(error).__name__)
@@ -346,7 +347,7 @@ class KafkaSink:
         if message.stream is not None:
             letter = DeadLetter(
                 reason=reason,
-                stage="produce",
+                stage=DeadLetterStage.PRODUCE,
                 detail=str(error),
                 raw=f"{len(message.value)} bytes of Avro for key {message.key!r}",
                 received_time=message.received_time,
@@ -406,7 +407,7 @@ class KafkaSink:
                     await lane.task
         producer, self._producer = self._producer, None
         if producer is not None:
-            await _stop_quietly(producer, max(deadline - time.monotonic(), 1.0))
+            await stop_quietly(producer, max(deadline - time.monotonic(), 1.0))
         if undelivered:
             log.error(
                 "%d record(s) were not acknowledged by Kafka within kafka.flush_timeout_seconds (%gs)",
@@ -416,35 +417,6 @@ class KafkaSink:
         return undelivered
 
 
-async def _stop_quietly(producer: AIOKafkaProducer, timeout: float = 5.0) -> None:
-    """Stop a producer that may be broken: bounded, its errors are not news, and its sockets get closed.
-
-    A producer whose sender task was cancelled re-raises that cancellation from ``stop()``; it
-    is swallowed here unless it is our own task that is being cancelled.
-    """
-    try:
-        await asyncio.wait_for(producer.stop(), timeout)
-    except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise
-    except Exception as exc:
-        log.debug("a broken Kafka producer failed to stop cleanly: %r", exc)
-    # stop() that timed out or failed leaves the connections open; close them for good.
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(producer.client.close(), timeout)
-
-
 def _record_size(message: KafkaMessage) -> int:
     # A record's size in a batch: its bytes plus framing (varints, attributes, headers' names).
     return len(message.value) + len(message.key or b"") + sum(len(k) + len(v) + 4 for k, v in message.headers) + 24
-
-
-def _producer_is_dead(producer: AIOKafkaProducer) -> bool:
-    """Whether aiokafka's sender task has ended: the producer will never send again (#1017).
-
-    aiokafka exposes no public way to ask; an attribute it lacks counts as alive.
-    """
-    sender = getattr(producer, "_sender", None)
-    task = getattr(sender, "sender_task", None)
-    return bool(task is not None and task.done())

@@ -34,9 +34,16 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError as AIOKafkaError
 
 from bridge.config import BOOTSTRAP_ENV
-from bridge.serialize import CONFLUENT_MAGIC, SCHEMA_NAMES, SINGLE_OBJECT_MARKER, load_schema, single_object_header
+from bridge.serialize import (
+    CONFLUENT_MAGIC,
+    SCHEMA_NAMES,
+    SINGLE_OBJECT_MARKER,
+    WireFormat,
+    load_schema,
+    single_object_header,
+)
 
-FORMATS = ("auto", "raw", "single-object", "confluent")
+FORMATS = ("auto", *(wire_format.value for wire_format in WireFormat))
 EXIT_USAGE = 2
 EXIT_KAFKA = 3
 _POLL_MS = 500
@@ -124,11 +131,11 @@ class ValueDecoder:
         wire_format = self._wire_format
         if wire_format == "auto":
             wire_format = headers.get("wire-format", b"raw").decode("utf-8", "replace")
-        if wire_format == "confluent":
+        if wire_format == WireFormat.CONFLUENT:
             schema, body = self._confluent(value)
-        elif wire_format == "single-object":
+        elif wire_format == WireFormat.SINGLE_OBJECT:
             schema, body = self._single_object(value)
-        elif wire_format == "raw":
+        elif wire_format == WireFormat.RAW:
             schema, body = self._raw(headers), value
         else:
             raise Undecodable(f"unknown wire-format header {wire_format!r}; pass --format")
@@ -348,7 +355,7 @@ def run_tail(args: argparse.Namespace) -> int:
     except Undecodable as exc:
         print(f"tail: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.format == "confluent" and not args.registry_url:
+    if args.format == WireFormat.CONFLUENT and not args.registry_url:
         print("tail: --format confluent needs --registry-url (schemas are fetched by id)", file=sys.stderr)
         return EXIT_USAGE
     fetch = registry_fetcher(args.registry_url) if args.registry_url else None

@@ -62,6 +62,18 @@ class RunningBridge:
         await self.stop()
 
     @property
+    def delivered(self) -> int:
+        """Records Kafka acknowledged so far (0 until the sink exists)."""
+        sink = self.bridge.sink
+        return 0 if sink is None else sink.delivered
+
+    @property
+    def pending(self) -> int:
+        """Records held by the sink, not yet acknowledged (0 until the sink exists)."""
+        sink = self.bridge.sink
+        return 0 if sink is None else sink.pending
+
+    @property
     def done(self) -> bool:
         """Whether the bridge stopped by itself."""
         return self._task is not None and self._task.done()

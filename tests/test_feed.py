@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.feed import RetryPolicy, vendor_url
+from bridge.feed import vendor_url
 from bridge.redact import redact
 from bridge.simulator import Simulator, SimulatorOptions
+from bridge.timing import RetryPolicy
 from tests.conftest import free_port
 from tests.harness import API_KEY, RunningBridge, bridge_config, eventually, topics
 from tests.kafka_tools import apache_schema, consume, decode
@@ -79,7 +80,9 @@ async def test_stale_feed_reconnects_and_reports_a_gap(kafka_bootstrap: str, cap
         )
         async with RunningBridge(config) as running:
             await eventually(
-                lambda: counter(running, "infoway_bridge_reconnects_total", business="crypto", reason="stale") >= 1,
+                lambda: (
+                    counter(running, "infoway_bridge_reconnects_total", business="crypto", reason="stale", code="") >= 1
+                ),
                 what="a stale reconnect",
             )
             await eventually(lambda: sim.stats.connections_total >= 2, what="a second connection")
@@ -93,7 +96,8 @@ async def test_stale_feed_reconnects_and_reports_a_gap(kafka_bootstrap: str, cap
         ["trade"],
     )
     assert (gap["cause"], gap["resolved"]) == ("stale", True)
-    assert (gap["previous_connection_id"], gap["next_connection_id"]) == ("crypto-0#1", "crypto-0#2")
+    run = running.bridge.run_id
+    assert (gap["previous_connection_id"], gap["next_connection_id"]) == (f"crypto-0#1@{run}", f"crypto-0#2@{run}")
     assert timedelta(seconds=0.4) < gap["end"] - gap["start"] < timedelta(seconds=10)
     assert counter(running, "infoway_bridge_gap_seconds_total", business="crypto") > 0.4
     assert "no push for" in caplog.text
@@ -151,8 +155,9 @@ metrics: {{port: 0}}
         simulator.wait(timeout=10)
     output = result.stderr + result.stdout
     assert result.returncode == 4, output
-    assert "connection crypto-0#1 (business crypto) refused with HTTP 401 (unauthorized)" in output
-    assert "connection stock-0#1 (business stock) refused with HTTP 401 (unauthorized)" in output
+    for connection in ("crypto-0#1@", "stock-0#1@"):
+        line = next(line for line in output.splitlines() if f"connection {connection}" in line and "for good" in line)
+        assert "stopped for good: HTTP 401 (unauthorized): the API key was refused; not retrying" in line
     assert "no vendor connection is left" in output
     assert "reconnecting" not in output, "a refused key is never retried"
     assert wrong_key not in output
@@ -188,3 +193,20 @@ async def test_terminal_refusal_is_counted_and_ends_the_run(kafka_bootstrap: str
             assert counter(running, "infoway_bridge_terminal_errors_total", business="crypto", code="401") == 1
             assert counter(running, "infoway_bridge_vendor_errors_total", business="crypto", code="401") == 1
     assert sim.stats.handshakes_refused == 1
+
+
+async def test_two_runs_never_share_a_connection_id(kafka_bootstrap: str) -> None:
+    """Two bridge runs against one simulator write records whose (connection_id, sequence) never collide."""
+    async with Simulator(SimulatorOptions(port=0, api_key=API_KEY, rate=200)) as sim:
+        config = bridge_config(sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT"]}])
+        for _ in range(2):
+            async with RunningBridge(config) as running:
+                await eventually(lambda: running.delivered >= 20, what="20 records")
+        records = await consume(kafka_bootstrap, config.kafka.topics.trade, 40, timeout=30)
+    values = [decode(apache_schema("trade"), record.value) for record in records]
+    pairs = [(value["connection_id"], value["sequence"]) for value in values]
+    assert len(pairs) >= 40
+    assert len(set(pairs)) == len(pairs)
+    runs = {connection_id.split("@", 1)[1] for connection_id, _ in pairs}
+    assert len(runs) == 2
+    assert sum(value["sequence"] == 1 for value in values) == 2

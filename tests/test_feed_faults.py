@@ -36,6 +36,11 @@ def metric(running: RunningBridge, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
+def reconnects(running: RunningBridge, reason: str, code: str = "") -> float:
+    """Reconnects of the crypto connections for one cause (and vendor code or HTTP status)."""
+    return metric(running, "infoway_bridge_reconnects_total", business="crypto", reason=reason, code=code)
+
+
 def options(**overrides: Any) -> SimulatorOptions:
     """Simulator options for these tests: a free port, our key, a moderate rate."""
     return SimulatorOptions(**{"port": 0, "api_key": API_KEY, "rate": 400.0, **overrides})
@@ -51,7 +56,7 @@ async def test_abrupt_close_reconnects_resubscribes_and_loses_nothing_after(
         async with RunningBridge(config) as running:
             await eventually(lambda: sim.stats.trades_sent == 600, timeout=30, what="600 trades sent")
             records = await consume(kafka_bootstrap, config.kafka.topics.trade, 600, timeout=30)
-            reconnects = metric(running, "infoway_bridge_reconnects_total", business="crypto", reason="closed")
+            closed = reconnects(running, "closed")
     sent = [orjson.loads(line["frame"])["data"] for line in read_sent_frames(sent_file)]
     values = [decode(apache_schema("trade"), record.value) for record in records]
     assert len(values) == len(sent) == 600
@@ -63,7 +68,7 @@ async def test_abrupt_close_reconnects_resubscribes_and_loses_nothing_after(
     for value in values:
         by_connection.setdefault(value["connection_id"], []).append(value["sequence"])
     assert len(by_connection) >= 4, by_connection.keys()
-    assert reconnects >= 3
+    assert closed >= 3
     for connection, sequences in by_connection.items():
         assert sorted(sequences) == list(range(1, len(sequences) + 1)), connection
 
@@ -78,7 +83,12 @@ async def test_heartbeat_timeout_513_reconnects(kafka_bootstrap: str, caplog: py
         async with RunningBridge(config) as running:
             await eventually(lambda: sim.stats.heartbeat_timeouts >= 2, what="two 513s")
             await eventually(
-                lambda: metric(running, "infoway_bridge_reconnects_total", business="crypto", reason="vendor_513") >= 2,
+                lambda: (
+                    metric(
+                        running, "infoway_bridge_reconnects_total", business="crypto", reason="vendor_error", code="513"
+                    )
+                    >= 2
+                ),
                 what="two reconnects for 513",
             )
             assert metric(running, "infoway_bridge_vendor_errors_total", business="crypto", code="513") >= 2
@@ -104,7 +114,10 @@ async def test_501_backs_off_and_recovers(kafka_bootstrap: str, caplog: pytest.L
         async with RunningBridge(config) as running:
             await eventually(lambda: running.bridge.readiness()[0], what="subscribed after the 501")
             assert metric(running, "infoway_bridge_vendor_errors_total", business="crypto", code="501") == 1
-            assert metric(running, "infoway_bridge_reconnects_total", business="crypto", reason="vendor_501") == 1
+            assert (
+                metric(running, "infoway_bridge_reconnects_total", business="crypto", reason="vendor_error", code="501")
+                == 1
+            )
             assert sim.stats.connections_total == 2
     assert "vendor error 501 (frequency_limit_minute)" in caplog.text
     assert "reconnecting in" in caplog.text
@@ -117,9 +130,12 @@ async def test_429_handshakes_back_off_then_connect(kafka_bootstrap: str, caplog
         async with RunningBridge(config) as running:
             await eventually(lambda: running.bridge.readiness()[0], what="subscribed after three 429s")
             assert metric(running, "infoway_bridge_vendor_errors_total", business="crypto", code="429") == 3
-            assert metric(running, "infoway_bridge_reconnects_total", business="crypto", reason="http_429") == 3
+            assert (
+                metric(running, "infoway_bridge_reconnects_total", business="crypto", reason="http_refused", code="429")
+                == 3
+            )
     assert sim.stats.handshakes_refused == 3
-    assert caplog.text.count("ended: http_429; reconnecting in") == 3
+    assert caplog.text.count(": HTTP 429 (quota): request rate over the plan's quota; retrying in") == 3
 
 
 async def test_subscribe_fail_505_is_reported_not_resent(

@@ -95,10 +95,18 @@ def test_market_records_share_the_contract(name: str) -> None:
 
 
 def committed_versions(name: str) -> list[str]:
-    """The schema's text at each commit that changed it, newest first (empty outside a git checkout)."""
+    """The schema's text at each commit that changed it, newest first (empty outside a git checkout).
+
+    Only the first-parent chain: a side branch merged in is seen as the merge, so the versions form
+    one line of history (two branches' versions interleaved by date would seem to go back and forth).
+    """
     path = f"schemas/{name}.avsc"
     log = subprocess.run(
-        ["git", "log", "--format=%H", "--", path], cwd=REPO, capture_output=True, text=True, check=False
+        ["git", "log", "--first-parent", "--format=%H", "--", path],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     texts = []
     for commit in log.stdout.split():

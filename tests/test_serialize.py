@@ -18,11 +18,12 @@ from hypothesis import strategies as st
 
 from bridge.errors import MalformedPayload
 from bridge.protocol import normalize_depth, normalize_kline, normalize_trade
-from bridge.records import Stream
+from bridge.records import DeadLetter, DeadLetterStage, Stream
 from bridge.serialize import (
-    DeadLetter,
+    Framing,
     NotRepresentable,
     RecordSerializer,
+    TopicMap,
     decimal_bytes,
     load_schema,
     single_object_header,
@@ -30,7 +31,7 @@ from bridge.serialize import (
 from tests.kafka_tools import apache_schema, decode
 from tests.protocol.frames import PROVENANCE, fixture
 
-TOPICS = {Stream.TRADE: "t.trades", Stream.DEPTH: "t.depth", Stream.KLINE: "t.kline"}
+TOPICS = TopicMap({Stream.TRADE: "t.trades", Stream.DEPTH: "t.depth", Stream.KLINE: "t.kline"}, "t.dlq", "t.gaps")
 
 
 def payload(name: str) -> dict[str, Any]:
@@ -39,11 +40,9 @@ def payload(name: str) -> dict[str, Any]:
     return data
 
 
-def serializer(wire_format: Any = "raw") -> RecordSerializer:
+def serializer(framing: Framing | None = None) -> RecordSerializer:
     """A serializer with test topics and a known secret to scrub."""
-    return RecordSerializer(
-        TOPICS, "t.dlq", wire_format=wire_format, secrets=("sekret-key",), dead_letter_max_raw_chars=300
-    )
+    return RecordSerializer(TOPICS, framing, secrets=("sekret-key",), dead_letter_max_raw_chars=300)
 
 
 def unscaled(encoded: bytes) -> Decimal:
@@ -107,7 +106,7 @@ def test_raw_values_decode_with_apache_avro(name: str, normalize: Any, schema: s
     message = serializer().serialize(record)
     value = decode(apache_schema(schema), message.value)
     assert message.key == b"BTCUSDT"
-    assert message.topic == TOPICS[record.stream]
+    assert message.topic == TOPICS.streams[record.stream]
     assert value["symbol"] == "BTCUSDT"
     assert value["business"] == "crypto"
     assert value["event_time"] == record.event_time
@@ -179,7 +178,7 @@ def test_crc_64_avro_known_answer() -> None:
 
 def test_single_object_trade_decodes_after_its_header() -> None:
     """A single-object trade is the marker, the fingerprint, then a plain Avro body."""
-    message = serializer("single-object").serialize(normalize_trade(payload("push_trade.json"), PROVENANCE))
+    message = serializer(Framing.single_object()).serialize(normalize_trade(payload("push_trade.json"), PROVENANCE))
     fingerprint = _crc_64_fingerprint(spec_canonical_form(apache_schema("trade")).encode())
     assert message.value[:10] == b"\xc3\x01" + fingerprint
     assert decode(apache_schema("trade"), message.value[10:])["price"] == Decimal("63039")
@@ -187,8 +186,7 @@ def test_single_object_trade_decodes_after_its_header() -> None:
 
 def test_confluent_framing_uses_the_registry_id() -> None:
     """In confluent format a value is magic byte 0, the 4-byte big-endian schema id, then Avro."""
-    ours = serializer("confluent")
-    ours.use_schema_ids({"trade": 4242, "depth": 1, "kline": 2, "dead_letter": 3, "gap": 5})
+    ours = serializer(Framing.confluent({"trade": 4242, "depth": 1, "kline": 2, "dead_letter": 3, "gap": 5}))
     message = ours.serialize(normalize_trade(payload("push_trade.json"), PROVENANCE))
     assert message.value[:5] == b"\x00\x00\x00\x10\x92"
     assert dict(message.headers)["schema-id"] == b"4242"
@@ -199,7 +197,13 @@ def test_dead_letters_are_scrubbed_truncated_and_explained() -> None:
     """A dead letter keeps the reason, never the key, and at most the configured raw length."""
     raw = '{"url":"wss://x/ws?apikey=sekret-key&business=crypto","pad":"' + "x" * 1000 + '"}'
     letter = DeadLetter(
-        "invalid_json", "classify", "frame not understood", raw, PROVENANCE.received_time, "crypto", "crypto-0#1"
+        "invalid_json",
+        DeadLetterStage.CLASSIFY,
+        "frame not understood",
+        raw,
+        PROVENANCE.received_time,
+        "crypto",
+        "crypto-0#1",
     )
     message = serializer().serialize_dead_letter(letter)
     value = decode(apache_schema("dead_letter"), message.value)

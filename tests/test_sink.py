@@ -28,7 +28,7 @@ from bridge.config import parse_config
 from bridge.errors import TopicMissing
 from bridge.metrics import BridgeMetrics
 from bridge.records import Stream
-from bridge.serialize import KafkaMessage, RecordSerializer
+from bridge.serialize import KafkaMessage, RecordSerializer, TopicMap
 from bridge.simulator import Simulator, SimulatorOptions
 from bridge.sink import KafkaSink
 from bridge.topics import ensure_topics
@@ -54,7 +54,7 @@ def message(topic: str, key: str, value: bytes) -> KafkaMessage:
 
 def new_sink(kafka: Any) -> KafkaSink:
     """A sink with its own metrics registry."""
-    serializer = RecordSerializer({s: kafka.topics.for_stream(s) for s in Stream}, kafka.topics.dead_letter)
+    serializer = RecordSerializer(TopicMap({s: kafka.topics.for_stream(s) for s in Stream}, kafka.topics.dead_letter))
     return KafkaSink(kafka, serializer, BridgeMetrics(CollectorRegistry()))
 
 
@@ -159,12 +159,12 @@ async def test_broker_restart_mid_stream_leaves_no_duplicate_and_no_gap(
     ) as sim:
         config = bridge_config(sim.url, own_broker.bootstrap, [{"business": "crypto", "codes": ["BTCUSDT", "ETHUSDT"]}])
         async with RunningBridge(config) as running:
-            await eventually(lambda: running.bridge.sink.delivered >= 300, what="300 records delivered")
+            await eventually(lambda: running.delivered >= 300, what="300 records delivered")
             await asyncio.to_thread(own_broker.stop)
             await asyncio.sleep(1.0)
             await asyncio.to_thread(own_broker.start, keep_data=True)
             await eventually(lambda: sim.stats.trades_sent == total, timeout=60, what="all trades sent")
-            await eventually(lambda: running.bridge.sink.pending == 0, timeout=60, what="everything acknowledged")
+            await eventually(lambda: running.pending == 0, timeout=60, what="everything acknowledged")
         records = await consume(own_broker.bootstrap, config.kafka.topics.trade, total + 50, timeout=15)
     sent = [orjson.loads(line["frame"])["data"] for line in read_sent_frames(sent_file)]
     values = [decode(apache_schema("trade"), record.value) for record in records]
@@ -270,7 +270,7 @@ async def test_garbage_goes_to_the_dead_letter_topic_while_the_stream_goes_on(
         SimulatorOptions(port=0, api_key=API_KEY, rate=300, max_pushes=300, garbage_every=20, record_sent=sent_file)
     ) as sim:
         config = bridge_config(sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT"]}])
-        async with RunningBridge(config):
+        async with RunningBridge(config) as running:
             await eventually(lambda: sim.stats.trades_sent == 300, what="300 trades sent")
             trades = await consume(kafka_bootstrap, config.kafka.topics.trade, 300, timeout=30)
             garbage_sent = sim.stats.garbage_sent
@@ -284,7 +284,7 @@ async def test_garbage_goes_to_the_dead_letter_topic_while_the_stream_goes_on(
     kinds = [line["garbage"] for line in read_sent_frames(sent_file) if "garbage" in line]
     assert len(kinds) == garbage_sent
     for letter in letters:
-        assert (letter["business"], letter["connection_id"]) == ("crypto", "crypto-0#1")
+        assert (letter["business"], letter["connection_id"]) == ("crypto", f"crypto-0#1@{running.bridge.run_id}")
         assert letter["raw"]
         assert API_KEY not in letter["raw"]
     assert {dict(record.headers)["infoway.errors.reason"].decode() for record in dead} == set(reasons)

@@ -12,12 +12,12 @@ import pytest
 
 from bridge.protocol.normalize import normalize_depth, normalize_trade
 from bridge.records import Provenance, Stream
-from bridge.serialize import KafkaMessage, RecordSerializer, schema_json
+from bridge.serialize import SCHEMA_NAMES, Framing, KafkaMessage, RecordSerializer, TopicMap, schema_json
 from bridge.tail import LineOptions, Undecodable, ValueDecoder, json_ready, record_line
 from tests.kafka_tools import SCHEMAS
 
 PROVENANCE = Provenance("crypto", "crypto-0#1@run", 7, datetime(2026, 8, 15, 12, 0, 0, 123456, tzinfo=UTC))
-TOPICS = {Stream.TRADE: "trades", Stream.DEPTH: "depth", Stream.KLINE: "kline"}
+TOPICS = TopicMap({Stream.TRADE: "trades", Stream.DEPTH: "depth", Stream.KLINE: "kline"}, "dlq")
 
 
 def fixture_payload(name: str) -> dict[str, Any]:
@@ -26,11 +26,9 @@ def fixture_payload(name: str) -> dict[str, Any]:
     return data
 
 
-def trade_message(wire_format: str = "raw", schema_id: int | None = None) -> KafkaMessage:
-    """The recorded trade push as the bridge would produce it in ``wire_format``."""
-    serializer = RecordSerializer(TOPICS, "dlq", wire_format=wire_format)  # type: ignore[arg-type]
-    if schema_id is not None:
-        serializer.use_schema_ids(dict.fromkeys(("trade", "depth", "kline", "dead_letter", "gap"), schema_id))
+def trade_message(framing: Framing | None = None) -> KafkaMessage:
+    """The recorded trade push as the bridge would produce it with ``framing`` (raw by default)."""
+    serializer = RecordSerializer(TOPICS, framing)
     return serializer.serialize(normalize_trade(fixture_payload("push_trade.json"), PROVENANCE))
 
 
@@ -44,10 +42,10 @@ def test_values_become_exact_readable_json() -> None:
     assert json_ready({"levels": [{"price": Decimal("1.50")}]}) == {"levels": [{"price": "1.5"}]}
 
 
-@pytest.mark.parametrize("wire_format", ["raw", "single-object"])
-def test_auto_finds_the_schema_by_header_or_fingerprint(wire_format: str) -> None:
+@pytest.mark.parametrize("framing", [Framing.raw(), Framing.single_object()])
+def test_auto_finds_the_schema_by_header_or_fingerprint(framing: Framing) -> None:
     """In auto mode a raw value is decoded by its schema header, a single-object one by its fingerprint."""
-    message = trade_message(wire_format)
+    message = trade_message(framing)
     datum = ValueDecoder("auto").decode(message.value, dict(message.headers))
     assert (datum["symbol"], datum["price"], datum["side"]) == ("BTCUSDT", Decimal("63039"), "BUY")
     assert datum["received_time"] == datetime(2026, 8, 15, 12, 0, 0, 123000, tzinfo=UTC)
@@ -55,7 +53,7 @@ def test_auto_finds_the_schema_by_header_or_fingerprint(wire_format: str) -> Non
 
 def test_confluent_values_are_decoded_with_the_schema_fetched_by_their_id() -> None:
     """A confluent value's schema is fetched once by the id in its prefix, and the body decoded with it."""
-    message = trade_message("confluent", schema_id=41)
+    message = trade_message(Framing.confluent(dict.fromkeys(SCHEMA_NAMES, 41)))
     asked: list[int] = []
 
     def fetch(schema_id: int) -> str:
@@ -100,8 +98,7 @@ def test_leftover_bytes_are_not_silently_ignored() -> None:
 
 def test_an_explicit_schema_wins_over_the_headers() -> None:
     """--schema decodes raw values whose headers are missing."""
-    serializer = RecordSerializer(TOPICS, "dlq")
-    message = serializer.serialize(normalize_depth(fixture_payload("push_depth.json"), PROVENANCE))
+    message = RecordSerializer(TOPICS).serialize(normalize_depth(fixture_payload("push_depth.json"), PROVENANCE))
     datum = ValueDecoder("raw", schema=schema_json("depth")).decode(message.value, {})
     assert datum["bids"][0] == {"price": Decimal("63038.99"), "size": Decimal("2.12269")}
 

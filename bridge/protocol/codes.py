@@ -126,6 +126,18 @@ class Recovery(enum.StrEnum):
     TERMINAL = "terminal"
     """No retry can fix it: stop that connection and say why."""
 
+    @property
+    def advice(self) -> str:
+        """What the bridge does about it, for the log line an operator reads."""
+        return _ADVICE[self]
+
+
+_ADVICE = {
+    Recovery.RECONNECT: "reconnecting with backoff",
+    Recovery.REPORT: "not resent (it would be refused again): check the subscription configuration",
+    Recovery.TERMINAL: "stopping this connection (a reconnect cannot fix it)",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class VendorErrorInfo:

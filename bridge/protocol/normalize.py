@@ -25,9 +25,18 @@ from typing import Any
 
 from bridge.errors import MalformedPayload
 from bridge.protocol.codes import KlineInterval
-from bridge.records import DepthRecord, KlineRecord, MarketRecord, PriceLevel, Provenance, Side, Stream, TradeRecord
+from bridge.records import (
+    EPOCH,
+    DepthRecord,
+    KlineRecord,
+    MarketRecord,
+    PriceLevel,
+    Provenance,
+    Side,
+    Stream,
+    TradeRecord,
+)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Instants outside this range are a unit or encoding error, not market data: refuse them.
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import subprocess
-import sys
 
 import orjson
 import pytest
@@ -12,10 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.errors import LocalProtocolError
-from bridge.protocol import ConnectionSession, ConnectionState, FrameBudget, plan_connections
+from bridge.protocol import ConnectionSession, ConnectionState, Disconnect, FrameBudget, plan_connections
 from bridge.protocol.codes import KlineInterval
-from bridge.records import Stream
+from bridge.records import Cause, Stream
+from tests.protocol.frames import RECEIVED as WALL
 from tests.protocol.frames import fixture
+
+LOST = Disconnect(Cause.CLOSED)
 
 
 def max_in_any_window(times: list[float], window: float) -> int:
@@ -88,10 +89,10 @@ def test_session_never_exceeds_its_budget(steps: list[tuple[float, str]], limit:
     for gap, action in steps:
         now += gap
         if action == "reconnect":
-            subject.connection_lost()
+            subject.connection_lost(LOST, WALL)
             subject.connection_opened(now)
         elif action == "ack":
-            subject.receive(fixture("sub_trade_ack.json"), now)
+            subject.receive(fixture("sub_trade_ack.json"), now, WALL)
         sent.extend(now for _ in subject.frames_to_send(now))
     assert max_in_any_window(sent, 10.0) <= limit
 
@@ -106,7 +107,7 @@ def test_session_subscribes_then_streams() -> None:
     assert frames[0]["data"] == {"codes": "C0,C1"}
     assert state_of(subject) is ConnectionState.SUBSCRIBING
     for frame, code in zip(frames, (10001, 10004, 10007), strict=True):
-        subject.receive(orjson.dumps({"code": code, "trace": frame["trace"], "msg": "ok"}).decode(), 100.5)
+        subject.receive(orjson.dumps({"code": code, "trace": frame["trace"], "msg": "ok"}).decode(), 100.5, WALL)
     assert subject.state is ConnectionState.STREAMING
     assert subject.subscribed
 
@@ -117,7 +118,7 @@ def test_session_heartbeats_every_interval() -> None:
     subject.connection_opened(0.0)
     subject.frames_to_send(0.0)
     for frame in ('{"code":10001,"msg":"ok"}', '{"code":10004,"msg":"ok"}', '{"code":10007,"msg":"ok"}'):
-        subject.receive(frame, 1.0)
+        subject.receive(frame, 1.0, WALL)
     assert subject.next_wakeup(1.0) == 30.0
     assert subject.frames_to_send(29.9) == []
     (beat,) = subject.frames_to_send(30.0)
@@ -130,8 +131,8 @@ def test_session_resends_an_unacknowledged_subscribe() -> None:
     subject = session(ack_timeout=8.0)
     subject.connection_opened(0.0)
     first = [orjson.loads(f) for f in subject.frames_to_send(0.0)]
-    subject.receive(orjson.dumps({"code": 10001, "trace": first[0]["trace"]}).decode(), 1.0)
-    subject.receive(orjson.dumps({"code": 10004, "trace": first[1]["trace"]}).decode(), 1.0)
+    subject.receive(orjson.dumps({"code": 10001, "trace": first[0]["trace"]}).decode(), 1.0, WALL)
+    subject.receive(orjson.dumps({"code": 10004, "trace": first[1]["trace"]}).decode(), 1.0, WALL)
     assert subject.frames_to_send(7.9) == []
     (again,) = [orjson.loads(f) for f in subject.frames_to_send(8.0)]
     assert again["code"] == 10006
@@ -143,7 +144,7 @@ def test_terminal_error_fails_the_session() -> None:
     subject = session()
     subject.connection_opened(0.0)
     subject.frames_to_send(0.0)
-    subject.receive(fixture("error_508.json"), 1.0)
+    subject.receive(fixture("error_508.json"), 1.0, WALL)
     assert subject.state is ConnectionState.FAILED
     assert subject.failure is not None
     assert subject.failure.code == 508
@@ -156,18 +157,21 @@ def test_recoverable_error_asks_for_a_reconnect() -> None:
     """513 (heartbeat timeout) leaves the session recoverable with a reconnect reason."""
     subject = session()
     subject.connection_opened(0.0)
-    subject.receive('{"traceId":"x","code":513,"msg":"heartbeat timeout"}', 1.0)
-    assert subject.reconnect_reason == "vendor_513"
+    _, outcomes = subject.receive('{"traceId":"x","code":513,"msg":"heartbeat timeout"}', 1.0, WALL)
+    assert outcomes[-1] == Disconnect(
+        Cause.VENDOR_ERROR, 513, detail="vendor error 513 (heartbeat_timeout): heartbeat timeout"
+    )
     assert subject.state is not ConnectionState.FAILED
 
 
 def test_refused_handshake_fails_the_session() -> None:
     """A terminal handshake status (401) fails the session before any frame."""
     subject = session()
-    subject.fail_handshake(401, "unauthorized", "the API key was refused")
+    refused = subject.handshake_refused(401)
+    assert not refused.retry
+    assert (refused.cause, refused.code) == (Cause.HTTP_REFUSED, 401)
     assert subject.state is ConnectionState.FAILED
-    assert subject.failure is not None
-    assert subject.failure.code == 401
+    assert subject.failure == refused
 
 
 def test_reconnect_resubscribes_everything() -> None:
@@ -175,7 +179,7 @@ def test_reconnect_resubscribes_everything() -> None:
     subject = session()
     subject.connection_opened(0.0)
     subject.frames_to_send(0.0)
-    subject.connection_lost()
+    subject.connection_lost(LOST, WALL)
     assert subject.state is ConnectionState.IDLE
     subject.connection_opened(5.0)
     assert [orjson.loads(f)["code"] for f in subject.frames_to_send(5.0)] == [10000, 10003, 10006]
@@ -186,15 +190,5 @@ def test_silence_is_measured_from_the_last_push() -> None:
     subject = session()
     subject.connection_opened(10.0)
     assert subject.silent_for(25.0) == 15.0
-    subject.receive(fixture("push_trade.json"), 30.0)
+    subject.receive(fixture("push_trade.json"), 30.0, WALL)
     assert subject.silent_for(31.5) == 1.5
-
-
-def test_protocol_package_does_no_io() -> None:
-    """Importing bridge.protocol loads neither asyncio, websockets nor aiokafka."""
-    probe = (
-        "import sys, bridge.protocol; "
-        "print(sorted(m for m in ('asyncio', 'websockets', 'aiokafka', 'socket') if m in sys.modules))"
-    )
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-    assert result.stdout.strip() == "[]"
