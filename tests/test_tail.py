@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from bridge.protocol.normalize import normalize_depth, normalize_trade
-from bridge.records import Provenance, Stream
+from bridge.records import DeadLetter, DeadLetterStage, Provenance, Stream
 from bridge.serialize import SCHEMA_NAMES, Framing, KafkaMessage, RecordSerializer, TopicMap, schema_json
 from bridge.tail import LineOptions, Undecodable, ValueDecoder, json_ready, record_line
 from tests.kafka_tools import SCHEMAS
@@ -111,3 +111,17 @@ def test_a_record_line_carries_key_and_headers_only_on_request() -> None:
     assert plain == {"partition": 2, "offset": 17, "timestamp": "2026-08-15T06:27:07.483Z", "value": {"a": 1}}
     full = json.loads(record_line(0, 1, 0, b"BTCUSDT", [("stream", b"trade")], {}, LineOptions(key=True, headers=True)))
     assert (full["key"], full["headers"]) == ("BTCUSDT", {"stream": "trade"})
+
+
+def test_dead_letters_decode_by_their_schema_header() -> None:
+    """A dead letter is found by its schema header like market records, its instant in ISO UTC."""
+    letter = DeadLetter(
+        "invalid_json", DeadLetterStage.CLASSIFY, "frame not understood", "{oops", PROVENANCE.received_time
+    )
+    message = RecordSerializer(TOPICS).serialize_dead_letter(letter)
+    datum = json_ready(ValueDecoder("auto").decode(message.value, dict(message.headers)))
+    assert (datum["reason"], datum["raw"], datum["received_time"]) == (
+        "invalid_json",
+        "{oops",
+        "2026-08-15T12:00:00.123Z",
+    )
