@@ -1,4 +1,4 @@
-"""What the Flink and Spark tests share: their jobs' output protocol and the comparison every row must pass.
+"""What the Flink and Spark tests share: one run per line, their jobs' output protocol, and the row comparison.
 
 Both runners print JSON lines ``{"job": i, "row": ...}`` per row, then ``{"job": i, "done": n}``, or
 ``{"job": i, "error": "..."}``; a job that printed neither ``done`` nor ``error`` died with its JVM.
@@ -9,7 +9,11 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
+from functools import cache
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.consumers.conftest import Produced, assert_topics_hold_what_was_sent
 from tests.consumers.oracle import engine_rows, full_tuple
@@ -20,9 +24,26 @@ JobKey = tuple[str, str]
 """(wire format, stream)."""
 
 
-def engine_topics(produced: Callable[[str, str | None], Produced], registry: str) -> dict[str, Produced]:
-    """The filled topics of every format the engines read."""
-    return {"raw": produced("raw", None), "confluent": produced("confluent", registry)}
+EngineRun = Callable[[str, dict[str, Produced], Path], dict[JobKey, Any]]
+"""Runs every job of one engine line (its version key) on the topics, in a scratch folder."""
+EngineResults = Callable[[str], tuple[dict[str, Produced], dict[JobKey, Any]]]
+"""The topics and one line's job outcomes, by line."""
+
+
+def engine_results(
+    run: EngineRun,
+    produced: Callable[[str, str | None], Produced],
+    registry: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> EngineResults:
+    """``run`` on the filled topics of every format the engines read, once per line (one JVM or session)."""
+    data = {"raw": produced("raw", None), "confluent": produced("confluent", registry)}
+
+    @cache
+    def results_of(line: str) -> dict[JobKey, Any]:
+        return run(line, data, tmp_path_factory.mktemp(f"engine-{line}"))
+
+    return lambda line: (data, results_of(line))
 
 
 def job_outcomes(

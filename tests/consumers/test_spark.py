@@ -11,14 +11,20 @@ import json
 import subprocess
 from collections.abc import Callable
 from decimal import Decimal
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.consumers.conftest import STREAMS, Produced
-from tests.consumers.engines import ENGINE_FORMATS, JobKey, assert_engine_read_the_topic, engine_topics, job_outcomes
+from tests.consumers.engines import (
+    ENGINE_FORMATS,
+    EngineResults,
+    JobKey,
+    assert_engine_read_the_topic,
+    engine_results,
+    job_outcomes,
+)
 from tests.consumers.oracle import SCHEMA_OF_STREAM
 from tests.consumers.snippets import README_BOOTSTRAP, README_TOPICS, localized, snippets
 from tests.consumers.tools import REPO, SPARK_IVY, SPARK_LINES, spark_python
@@ -60,22 +66,16 @@ def run_spark_line(line: str, data: dict[str, Produced], folder: Path) -> dict[J
 @pytest.fixture(scope="module")
 def spark_results(
     produced: Callable[[str, str | None], Produced], schema_registry: str, tmp_path_factory: pytest.TempPathFactory
-) -> Callable[[str], tuple[dict[str, Produced], dict[JobKey, Any]]]:
-    """Each Spark release's results for every (format, stream), from one session per release, cached."""
-    data = engine_topics(produced, schema_registry)
-
-    @cache
-    def results_of(line: str) -> dict[JobKey, Any]:
-        return run_spark_line(line, data, tmp_path_factory.mktemp(f"spark-{line}"))
-
-    return lambda line: (data, results_of(line))
+) -> EngineResults:
+    """Each Spark release's outcomes for every (format, stream), from one session per release, cached."""
+    return engine_results(run_spark_line, produced, schema_registry, tmp_path_factory)
 
 
 @pytest.mark.parametrize("stream", STREAMS)
 @pytest.mark.parametrize("wire_format", ENGINE_FORMATS)
 @pytest.mark.parametrize("line", list(SPARK_LINES))
 def test_spark_reads_every_row_exactly_with_the_readme_snippet(
-    line: str, wire_format: str, stream: str, spark_results: Callable[[str], Any]
+    line: str, wire_format: str, stream: str, spark_results: EngineResults
 ) -> None:
     """Every record comes out of Spark once, keyed by its symbol, each field equal to Apache avro's reading of it."""
     data, results = spark_results(line)
