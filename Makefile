@@ -66,3 +66,10 @@ kafka-stop:  ## stop the local broker
 
 clean:  ## remove the virtualenv and caches (the Kafka jars in .cache/ too)
 	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis
+
+# The stream processors of the consumer tests (tests/consumers): Flink runners built by Maven, pyspark
+# virtualenvs and Spark's Maven packages, all cached under .cache/ and printed when downloaded.
+.PHONY: consumer-tools
+test: consumer-tools
+consumer-tools: $(STAMP)  ## Flink 1.20/2.2 and Spark 3.5/4.x for the consumer tests (cached in .cache/)
+	$(BIN)/python -m tests.consumers.tools

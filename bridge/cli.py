@@ -16,6 +16,7 @@ from bridge.config import API_KEY_ENV, BOOTSTRAP_ENV, load_config
 from bridge.errors import ConfigError, KafkaError, RegistryError
 from bridge.logs import configure_logging
 from bridge.simulator.cli import add_simulate_arguments, run_simulate
+from bridge.tail import TAIL_EPILOG, add_tail_arguments, run_tail
 
 log = logging.getLogger("bridge")
 
@@ -96,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_simulate_arguments(simulate)
     _add_logging_arguments(simulate)
+
+    tail = commands.add_parser(
+        "tail",
+        help="print a topic's records decoded, one JSON line each",
+        description="Read a topic and print each record decoded from Avro (any wire format) as one JSON line.",
+        epilog=TAIL_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_tail_arguments(tail)
     return parser
 
 
@@ -106,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "check-config":
         return _check_config(args)
+    if args.command == "tail":
+        return run_tail(args)
     configure_logging(args.log_format, args.log_level)
     return run_simulate(args)
 

@@ -23,17 +23,11 @@ from decimal import Decimal
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def epoch_millis(instant: datetime) -> int:
-    """Whole milliseconds since the Unix epoch (Avro ``timestamp-millis``), exactly."""
+    """Whole milliseconds since the Unix epoch, truncated (Avro ``timestamp-millis``, every schema's unit)."""
     return (instant - EPOCH) // _MILLISECOND
-
-
-def epoch_micros(instant: datetime) -> int:
-    """Whole microseconds since the Unix epoch (Avro ``timestamp-micros``), exactly."""
-    return (instant - EPOCH) // _MICROSECOND
 
 
 class Stream(enum.StrEnum):

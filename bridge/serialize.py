@@ -31,7 +31,6 @@ from bridge.records import (
     PriceLevel,
     Stream,
     TradeRecord,
-    epoch_micros,
     epoch_millis,
 )
 from bridge.redact import redact
@@ -153,7 +152,7 @@ def _common(record: MarketRecord) -> dict[str, Any]:
         "symbol": record.symbol,
         "business": provenance.business,
         "event_time": epoch_millis(record.event_time),
-        "received_time": epoch_micros(provenance.received_time),
+        "received_time": epoch_millis(provenance.received_time),
         "connection_id": provenance.connection_id,
         "sequence": provenance.sequence,
     }
@@ -352,8 +351,8 @@ class RecordSerializer:
             "connection": gap.connection,
             "codes": list(gap.codes),
             "streams": [stream.value for stream in gap.streams],
-            "start": epoch_micros(gap.start),
-            "end": epoch_micros(gap.end),
+            "start": epoch_millis(gap.start),
+            "end": epoch_millis(gap.end),
             "cause": gap.cause.value,
             "code": gap.code,
             "resolved": gap.resolved,
@@ -394,7 +393,7 @@ class RecordSerializer:
             "business": letter.business,
             "connection_id": letter.connection_id,
             "target_topic": letter.target_topic,
-            "received_time": epoch_micros(letter.received_time),
+            "received_time": epoch_millis(letter.received_time),
             "raw": raw[: self._max_raw],
             "raw_length": len(letter.raw),
             "raw_truncated": truncated,

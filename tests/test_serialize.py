@@ -137,7 +137,7 @@ def test_headers_carry_context() -> None:
     assert headers["business"] == b"crypto"
     assert headers["stream"] == b"trade"
     assert headers["received-at"] == b"2026-08-15T12:00:00.000000+00:00"
-    assert headers["schema"] == b"io.infoway.marketdata.Trade"
+    assert headers["schema"] == b"io.infoway.marketdata.v2.Trade"
     assert headers["wire-format"] == b"raw"
     assert len(headers["schema-fingerprint"]) == 16
 
