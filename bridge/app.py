@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -25,7 +27,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from bridge.config import BridgeConfig
-from bridge.errors import KafkaError
+from bridge.errors import ConfigError, KafkaError
 from bridge.feed import Emit, FeedConnection, vendor_url
 from bridge.http import HealthServer
 from bridge.logs import guard_library_loggers
@@ -135,7 +137,8 @@ class Bridge:
         self.health = HealthServer(self.metrics.registry, self.readiness)
         self.metrics_port: int | None = None
         self._summaries = Summaries(self.metrics.registry)
-        self._subscribed_at_stop = 0
+        self._subscribed_at_stop: int | None = None
+        """Set when the feeds stop; None while they never ran (then no final summary: the start failed)."""
 
     async def _publish(self, outcome: DataOutcome) -> None:
         """The feeds' port; the feeds start only once :meth:`run` has built the publisher."""
@@ -175,13 +178,14 @@ class Bridge:
             The process exit code: 0 after a requested stop, 4 when no connection is left.
 
         Raises:
+            ConfigError: the metrics address cannot be listened on.
             KafkaError: Kafka was unreachable at start.
             RegistryError: the schema registry was unreachable at start (confluent format).
         """
         config = self.config
         async with contextlib.AsyncExitStack() as teardown:
             teardown.callback(self._log_summary, final=True)
-            self.metrics_port = await self.health.start(config.metrics.host, config.metrics.port)
+            self.metrics_port = await self._start_health(config.metrics.host, config.metrics.port)
             teardown.push_async_callback(self.health.close)
             log.info("metrics on http://%s:%d/metrics", config.metrics.host, self.metrics_port)
             await ensure_topics(config.kafka, list(self.topics.schema_topics().values()))
@@ -203,6 +207,21 @@ class Bridge:
                 self.run_id,
             )
             return await self._supervise(stop, summary_interval, run_for)
+
+    async def _start_health(self, host: str, port: int) -> int:
+        """Listen for scrapes; a port another process holds is the operator's to change, not a bug.
+
+        Raises:
+            ConfigError: the address cannot be listened on, naming ``metrics.port`` (or ``metrics.host``).
+        """
+        try:
+            return await self.health.start(host, port)
+        except OSError as exc:
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                advice = "another process listens there: stop it, or set another metrics.port (0 picks a free one)"
+                raise ConfigError(f"metrics.port: cannot listen on {host}:{port}: {reason}; {advice}") from exc
+            raise ConfigError(f"metrics.host, metrics.port: cannot listen on {host}:{port}: {reason}") from exc
 
     async def _finish_feeds(self) -> None:
         for feed in self.feeds:
@@ -255,6 +274,8 @@ class Bridge:
 
     def _log_summary(self, *, final: bool) -> None:
         subscribed = self._subscribed_at_stop if final else self._subscribed()
+        if subscribed is None:
+            return  # the start failed; its error is the whole story
         log.info("%s", self._summaries.line(final=final, subscribed=subscribed, connections=len(self.feeds)))
 
 
