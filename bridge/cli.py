@@ -36,7 +36,8 @@ environment:
 exit status:
   0  stopped by SIGINT/SIGTERM (or --run-for) after flushing Kafka
   1  an unexpected failure (a bug: the log has the traceback, with secrets scrubbed)
-  2  the configuration is invalid (the message names the key; also a schema the registry refuses)
+  2  the configuration is invalid (the message names the key, what was expected and the value),
+     metrics.port is held by another process, or the registry refuses a schema
   3  Kafka (or, in confluent format, the schema registry) was unreachable at start, or a topic
      is missing and kafka.create_topics is off
   4  every vendor connection stopped on a terminal error (bad key, expired plan, ...)
