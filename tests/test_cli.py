@@ -42,6 +42,16 @@ def log_lines(stderr: str, *, logger: str | None = None) -> list[tuple[str, str]
     return lines
 
 
+ONE_ENTRY = "source:\n  subscriptions: [{business: crypto, codes: [BTCUSDT]}]\n"
+
+
+def write_config(tmp_path: Path, text: str = ONE_ENTRY, more: str = "") -> Path:
+    """A bridge.yaml in ``tmp_path``: ``text`` (by default one valid subscription) followed by ``more``."""
+    config = tmp_path / "bridge.yaml"
+    config.write_text(text + more, encoding="utf-8")
+    return config
+
+
 def test_help_lists_the_commands() -> None:
     """--help names run, check-config and simulate."""
     result = run("--help")
@@ -52,8 +62,7 @@ def test_help_lists_the_commands() -> None:
 
 def test_bad_config_fails_at_start_with_one_line_naming_key_expectation_and_value(tmp_path: Path) -> None:
     """An invalid value stops `run` with status 2 and exactly one log line: the key, what was expected, the value."""
-    config = tmp_path / "bridge.yaml"
-    config.write_text("source:\n  subscriptions: [{business: cryptos, codes: [BTCUSDT]}]\n", encoding="utf-8")
+    config = write_config(tmp_path, ONE_ENTRY.replace("crypto", "cryptos"))
     result = run("run", "--config", str(config), env={"INFOWAY_API_KEY": "k"})
     assert result.returncode == 2
     assert log_lines(result.stderr) == [
@@ -67,8 +76,7 @@ def test_bad_config_fails_at_start_with_one_line_naming_key_expectation_and_valu
 
 def test_a_yaml_error_names_the_file_and_the_line(tmp_path: Path) -> None:
     """Broken YAML is reported with the file's path, line and column (not "<unicode string>"), status 2."""
-    config = tmp_path / "bridge.yaml"
-    config.write_text("source:\n  url: 'ws://h/ws\n", encoding="utf-8")
+    config = write_config(tmp_path, "source:\n  url: 'ws://h/ws\n")
     result = run("check-config", "--config", str(config))
     assert result.returncode == 2
     assert result.stderr == (
@@ -79,8 +87,7 @@ def test_a_yaml_error_names_the_file_and_the_line(tmp_path: Path) -> None:
 
 def test_check_config_prints_the_result_with_the_key_masked(tmp_path: Path) -> None:
     """check-config validates with the environment and prints the tree without the key."""
-    config = tmp_path / "bridge.yaml"
-    config.write_text("source:\n  subscriptions: [{business: crypto, codes: BTCUSDT}]\n", encoding="utf-8")
+    config = write_config(tmp_path)
     result = run("check-config", "--config", str(config), env={"INFOWAY_API_KEY": "very-secret-1"})
     assert result.returncode == 0, result.stderr
     assert '"codes": [\n          "BTCUSDT"' in result.stdout
@@ -90,12 +97,11 @@ def test_check_config_prints_the_result_with_the_key_masked(tmp_path: Path) -> N
 
 def test_check_config_shows_kline_intervals_as_labels_and_only_where_klines_are_subscribed(tmp_path: Path) -> None:
     """Intervals print as written (1m, 1h, 1d), and a trade-only entry shows no kline_types at all."""
-    config = tmp_path / "bridge.yaml"
-    config.write_text(
+    config = write_config(
+        tmp_path,
         "source:\n  subscriptions:\n"
         "    - {business: crypto, codes: [BTCUSDT], streams: [trade, kline], kline_types: [1m, 1h, 8]}\n"
         "    - {business: stock, codes: [AAPL.US]}\n",
-        encoding="utf-8",
     )
     result = run("check-config", "--config", str(config), env={"INFOWAY_API_KEY": "k"})
     assert result.returncode == 0, result.stderr
@@ -105,12 +111,7 @@ def test_check_config_shows_kline_intervals_as_labels_and_only_where_klines_are_
 
 def test_check_config_refuses_a_bootstrap_port_that_is_not_a_number(tmp_path: Path) -> None:
     """`bootstrap_servers: 127.0.0.1:abc` is refused at once, naming the key and the value (status 2)."""
-    config = tmp_path / "bridge.yaml"
-    config.write_text(
-        "source:\n  subscriptions: [{business: crypto, codes: [BTCUSDT]}]\n"
-        "kafka:\n  bootstrap_servers: 127.0.0.1:abc\n",
-        encoding="utf-8",
-    )
+    config = write_config(tmp_path, more="kafka:\n  bootstrap_servers: 127.0.0.1:abc\n")
     result = run("check-config", "--config", str(config), env={"INFOWAY_API_KEY": "k"})
     assert result.returncode == 2
     assert result.stderr == (
@@ -121,8 +122,7 @@ def test_check_config_refuses_a_bootstrap_port_that_is_not_a_number(tmp_path: Pa
 
 def test_check_config_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     """`check-config | head -2`: a reader that stops early gets no BrokenPipeError traceback, and status 0."""
-    config = tmp_path / "bridge.yaml"
-    config.write_text("source:\n  subscriptions: [{business: crypto, codes: BTCUSDT}]\n", encoding="utf-8")
+    config = write_config(tmp_path)
     environment = {**os.environ, API_KEY_ENV: "k"}
     process = subprocess.Popen(
         [BRIDGE, "check-config", "--config", str(config)],
@@ -143,12 +143,8 @@ def test_a_busy_metrics_port_is_a_configuration_error(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        config = tmp_path / "bridge.yaml"
-        config.write_text(
-            "source:\n  subscriptions: [{business: crypto, codes: [BTCUSDT]}]\n"
-            f"kafka: {{bootstrap_servers: '127.0.0.1:1'}}\nmetrics: {{host: 127.0.0.1, port: {port}}}\n",
-            encoding="utf-8",
-        )
+        more = f"kafka: {{bootstrap_servers: '127.0.0.1:1'}}\nmetrics: {{host: 127.0.0.1, port: {port}}}\n"
+        config = write_config(tmp_path, more=more)
         result = run("run", "--config", str(config), env={"INFOWAY_API_KEY": "cli-test-key-123"})
     assert result.returncode == 2
     assert log_lines(result.stderr) == [
@@ -162,12 +158,8 @@ def test_a_busy_metrics_port_is_a_configuration_error(tmp_path: Path) -> None:
 
 def test_unreachable_kafka_exits_3_with_one_line_of_advice(tmp_path: Path) -> None:
     """With no broker at the address, `run` exits 3 and says, once, what failed and which setting to check."""
-    config = tmp_path / "bridge.yaml"
-    config.write_text(
-        "source:\n  subscriptions: [{business: crypto, codes: [BTCUSDT]}]\n"
-        "kafka: {bootstrap_servers: '127.0.0.1:1', request_timeout_seconds: 2}\nmetrics: {port: 0}\n",
-        encoding="utf-8",
-    )
+    more = "kafka: {bootstrap_servers: '127.0.0.1:1', request_timeout_seconds: 2}\nmetrics: {port: 0}\n"
+    config = write_config(tmp_path, more=more)
     result = run("run", "--config", str(config), env={"INFOWAY_API_KEY": "cli-test-key-123"})
     assert result.returncode == 3, result.stderr
     assert log_lines(result.stderr, logger="bridge") == [
@@ -184,14 +176,13 @@ def test_an_unreachable_vendor_says_what_failed_and_where_then_sums_it_up(tmp_pa
     """Each failed attempt is one INFO line with the URL (no key) and the cause; the fifth in a row adds one WARNING."""
     closed_port = free_port()
     names = topics()
-    config = tmp_path / "bridge.yaml"
-    config.write_text(
-        f"source:\n  url: ws://127.0.0.1:{closed_port}/ws\n"
+    config = write_config(
+        tmp_path,
+        ONE_ENTRY,
+        f"  url: ws://127.0.0.1:{closed_port}/ws\n"
         "  reconnect: {initial_delay_seconds: 0.01, max_delay_seconds: 0.02}\n"
-        "  subscriptions: [{business: crypto, codes: [BTCUSDT]}]\n"
         f"kafka: {{bootstrap_servers: '{kafka_bootstrap}', topics: {{trade: {names['trade']}, "
         f"dead_letter: {names['dead_letter']}}}}}\nmetrics: {{port: 0}}\n",
-        encoding="utf-8",
     )
     result = run("run", "--config", str(config), "--run-for", "2", env={"INFOWAY_API_KEY": "cli-test-key-123"})
     assert result.returncode == 0, result.stderr

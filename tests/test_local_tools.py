@@ -7,27 +7,24 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import KAFKA_LOCAL, REGISTRY_LOCAL, REPO, free_port, run_script
 
 
-def test_fetch_says_what_is_cached_where_and_how_big() -> None:
-    """`fetch` (run by make tools before the tests) names the Kafka jars and the registry, their folder and size."""
-    kafka = run_script(KAFKA_LOCAL, "fetch")
-    assert kafka.returncode == 0, kafka.stderr
-    assert re.search(
-        r"^kafka-local: Kafka 4\.4\.0 jars in \S+/\.cache/kafka/4\.4\.0/lib "
-        r"\(\d+ MiB, downloaded once from Maven Central\)$",
-        kafka.stderr,
-        re.MULTILINE,
-    ), kafka.stderr
-    registry = run_script(REGISTRY_LOCAL, "fetch")
-    assert registry.returncode == 0, registry.stderr
-    assert re.search(
-        r"^registry-local: Apicurio Registry \S+ in \S+/\.cache/registry/apicurio-\S+ "
-        r"\(\d+ MiB, downloaded once from Maven Central\)$",
-        registry.stderr,
-        re.MULTILINE,
-    ), registry.stderr
+@pytest.mark.parametrize(
+    ("script", "line"),
+    [
+        (KAFKA_LOCAL, r"kafka-local: Kafka 4\.4\.0 jars in \S+/\.cache/kafka/4\.4\.0/lib"),
+        (REGISTRY_LOCAL, r"registry-local: Apicurio Registry \S+ in \S+/\.cache/registry/apicurio-\S+"),
+    ],
+)
+def test_fetch_says_what_is_cached_where_and_how_big(script: Path, line: str) -> None:
+    """`fetch` (run by make tools before the tests) names the Kafka jars or the registry, their folder and size."""
+    result = run_script(script, "fetch")
+    assert result.returncode == 0, result.stderr
+    size = r" \(\d+ MiB, downloaded once from Maven Central\)$"
+    assert re.search("^" + line + size, result.stderr, re.MULTILINE), result.stderr
 
 
 def test_registry_stop_purge_deletes_the_state_folder() -> None:
