@@ -57,7 +57,7 @@ from aiokafka.structs import TopicPartition
 
 from bridge.config import KafkaConfig
 from bridge.errors import KafkaError
-from bridge.kafka_connection import connection_options, producer_is_dead, stop_quietly
+from bridge.kafka_connection import connection_options, describe_error, producer_is_dead, stop_quietly
 from bridge.metrics import BridgeMetrics
 from bridge.records import DeadLetter, DeadLetterStage
 from bridge.serialize import KafkaMessage, RecordSerializer
@@ -207,7 +207,7 @@ class KafkaSink:
             return
         error = task.exception()
         self.failure = error if error is not None else RuntimeError(f"{task.get_name()} ended")
-        log.critical("the Kafka sink failed (%s: %s); stopping the bridge", type(self.failure).__name__, self.failure)
+        log.critical("the Kafka sink failed (%s); stopping the bridge", describe_error(self.failure))
         self.broken.set()
 
     async def _partition_of(self, message: KafkaMessage) -> int:

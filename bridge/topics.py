@@ -21,7 +21,7 @@ from aiokafka.structs import TopicPartition
 
 from bridge.config import KafkaConfig
 from bridge.errors import KafkaError, TopicMissing
-from bridge.kafka_connection import connection_options
+from bridge.kafka_connection import connection_options, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -127,5 +127,4 @@ def _reason(exc: BaseException, config: KafkaConfig) -> str:
         return "could not connect to any broker"
     if isinstance(exc, TimeoutError):
         return f"no answer within {config.request_timeout_seconds:g}s"
-    name, text = type(exc).__name__, str(exc)
-    return text if name in text else f"{name}: {text}" if text else name
+    return describe_error(exc)

@@ -1,4 +1,4 @@
-"""Topics at start against a real broker: what the creation line says, and new topics take records at once."""
+"""Topics at start against a real broker: what the creation line says, new topics take records at once; error texts."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import logging
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError
 
 from bridge.config import KafkaConfig, parse_config
+from bridge.kafka_connection import describe_error
 from bridge.topics import ensure_topics
 from tests.harness import topics
 
@@ -57,3 +59,11 @@ async def test_the_creation_line_names_what_was_created_and_what_existed(
     assert lines == [
         f"created topics {new} ({PARTITIONS} partitions, replication broker default); {existing} already existed"
     ]
+
+
+def test_library_errors_name_their_class_once() -> None:
+    """An error's class is named once: aiokafka's texts already carry theirs, so it is not prefixed again."""
+    assert describe_error(KafkaConnectionError("Unable to bootstrap")) == "KafkaConnectionError: Unable to bootstrap"
+    assert describe_error(NotLeaderForPartitionError()) == "[Error 6] NotLeaderForPartitionError"
+    assert describe_error(OSError("no route")) == "OSError: no route"
+    assert describe_error(TimeoutError()) == "TimeoutError"
