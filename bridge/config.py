@@ -1,7 +1,8 @@
 """The whole configuration as one frozen, typed tree, loaded from YAML plus the environment.
 
 Load it with :func:`load_config`. Every mistake surfaces at start as a :class:`ConfigError`
-naming the key (``source.subscriptions.0.business``) and what was expected, and unknown keys
+naming the key (``source.subscriptions.0.business``), what was expected and the value given
+(rendered by :mod:`bridge.config_errors`; validators raise its ``Invalid``), and unknown keys
 are refused so a typo never silently falls back to a default.
 
 Environment: ``${VAR}`` in any string value is replaced from the environment (a missing variable

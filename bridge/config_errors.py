@@ -94,7 +94,10 @@ def _items(count: object) -> str:
 
 
 def _is_secret_key(key: object) -> bool:
-    return isinstance(key, str) and any(part in key.lower() for part in _SECRET_KEY_PARTS)
+    """``api_key``, ``password``, ``key_password``...; not ``password_file``, whose value is a path."""
+    if not isinstance(key, str) or key.endswith("_file"):
+        return False
+    return any(part in key.lower() for part in _SECRET_KEY_PARTS)
 
 
 def _shown(value: object) -> str | None:
