@@ -15,6 +15,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(STAMP): pyproject.toml
+	@echo "creating $(VENV) and installing the bridge with its dev tools from PyPI (about 45 MB of packages, 190 MB installed; first run only)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -28,12 +29,15 @@ demo: $(STAMP)  ## start a local Kafka and the simulator, run the bridge ~20 s, 
 test: $(STAMP) lint typecheck tools chart-tools  ## lint, type-check and run the whole suite (a real broker included)
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest
 
-tools:  ## kcat, the independent Kafka client the tests read keys with (Debian package)
+tools:  ## what the tests use: kcat (Debian package), Kafka's jars and a schema registry (Maven Central, cached in .cache/)
 	@command -v kcat >/dev/null || command -v kafkacat >/dev/null || { \
-	  echo "installing kcat (Debian package)"; \
+	  echo "installing kcat, the independent Kafka client the tests read keys with (Debian package, once)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get install -y -q kcat >/dev/null 2>&1 || \
 	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q kcat >/dev/null; }; }
+	@echo "kcat: $$(command -v kcat || command -v kafkacat) (Debian package)"
+	@$(PYTHON) scripts/kafka-local fetch
+	@$(PYTHON) scripts/registry-local fetch
 
 chart-tools: $(STAMP)  ## helm, kubeconform, promtool, Kubernetes schemas and CRDs for the chart tests (.cache/tools)
 	$(BIN)/python scripts/chart-tools install

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import secrets
 import socket
 import time
@@ -30,7 +32,7 @@ from prometheus_client import CollectorRegistry
 
 from bridge.config import BridgeConfig
 from bridge.config_spool import DeliveryMode
-from bridge.errors import KafkaError
+from bridge.errors import ConfigError, KafkaError
 from bridge.feed import FeedConnection, Outlet, vendor_url
 from bridge.http import HealthServer
 from bridge.logs import guard_library_loggers
@@ -142,7 +144,8 @@ class Bridge:
         self.health = HealthServer(self.metrics.registry, self.readiness)
         self.metrics_port: int | None = None
         self._summaries = Summaries(self.metrics.registry)
-        self._subscribed_at_stop = 0
+        self._subscribed_at_stop: int | None = None
+        """Set when the feeds stop; None while they never ran (then no final summary: the start failed)."""
 
     async def _framing(self) -> Framing:
         """The wire format, with the registry's schema ids in confluent format (registered here, before any record)."""
@@ -177,13 +180,14 @@ class Bridge:
             The process exit code: 0 after a requested stop, 4 when no connection is left.
 
         Raises:
+            ConfigError: the metrics address cannot be listened on.
             KafkaError: Kafka was unreachable at start.
             RegistryError: the schema registry was unreachable at start (confluent format).
         """
         config = self.config
         async with contextlib.AsyncExitStack() as teardown:
             teardown.callback(self._log_summary, final=True)
-            self.metrics_port = await self.health.start(config.metrics.host, config.metrics.port)
+            self.metrics_port = await self._start_health(config.metrics.host, config.metrics.port)
             teardown.push_async_callback(self.health.close)
             log.info("metrics on http://%s:%d/metrics", config.metrics.host, self.metrics_port)
             recovered = self.spool.open()
@@ -239,6 +243,21 @@ class Bridge:
             directory, recovered.records, recovered.segments, recovered.size_bytes, self.spool.acknowledged,
             self.spool.pending, recovered.torn or "none", recovered.damaged,
         )  # fmt: skip
+
+    async def _start_health(self, host: str, port: int) -> int:
+        """Listen for scrapes; a port another process holds is the operator's to change, not a bug.
+
+        Raises:
+            ConfigError: the address cannot be listened on, naming ``metrics.port`` (or ``metrics.host``).
+        """
+        try:
+            return await self.health.start(host, port)
+        except OSError as exc:
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            if exc.errno == errno.EADDRINUSE:
+                advice = "another process listens there: stop it, or set another metrics.port (0 picks a free one)"
+                raise ConfigError(f"metrics.port: cannot listen on {host}:{port}: {reason}; {advice}") from exc
+            raise ConfigError(f"metrics.host, metrics.port: cannot listen on {host}:{port}: {reason}") from exc
 
     def _finish_feeds(self) -> None:
         for feed in self.feeds:
@@ -298,6 +317,8 @@ class Bridge:
 
     def _log_summary(self, *, final: bool) -> None:
         subscribed = self._subscribed_at_stop if final else self._subscribed()
+        if subscribed is None:
+            return  # the start failed; its error is the whole story
         log.info("%s", self._summaries.line(final=final, subscribed=subscribed, connections=len(self.feeds)))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -36,7 +37,8 @@ environment:
 exit status:
   0  stopped by SIGINT/SIGTERM (or --run-for) after flushing Kafka
   1  an unexpected failure (a bug: the log has the traceback, with secrets scrubbed)
-  2  the configuration is invalid (the message names the key; also a schema the registry refuses)
+  2  the configuration is invalid (the message names the key, what was expected and the value),
+     metrics.port is held by another process, or the registry refuses a schema
   3  Kafka (or, in confluent format, the schema registry) was unreachable at start, or a topic
      is missing and kafka.create_topics is off
   4  every vendor connection stopped on a terminal error (bad key, expired plan, ...)
@@ -128,7 +130,12 @@ def _check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    print(config.model_dump_json(indent=2))
+    try:
+        print(config.model_dump_json(indent=2), flush=True)
+    except BrokenPipeError:
+        # The reader stopped early (`| head`): not an error of the config. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -1,7 +1,8 @@
 """The whole configuration as one frozen, typed tree, loaded from YAML plus the environment.
 
 Load it with :func:`load_config`. Every mistake surfaces at start as a :class:`ConfigError`
-naming the key (``source.subscriptions.0.business``) and what was expected, and unknown keys
+naming the key (``source.subscriptions.0.business``), what was expected and the value given
+(rendered by :mod:`bridge.config_errors`; validators raise its ``Invalid``), and unknown keys
 are refused so a typo never silently falls back to a default.
 
 Environment: ``${VAR}`` in any string value is replaced from the environment (a missing variable
@@ -20,14 +21,19 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
+    SerializerFunctionWrapHandler,
     ValidationError,
+    field_serializer,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
+from bridge.config_errors import Invalid, describe, describe_yaml_error, secrets_in
 from bridge.config_spool import DeliveryConfig, SpoolConfig
 from bridge.errors import ConfigError
 from bridge.protocol.codes import KlineInterval
@@ -44,6 +50,15 @@ Business = Literal["stock", "crypto", "common", "japan", "india"]
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
+def _kline_interval(value: Any) -> KlineInterval:
+    """A label (``1h``) or the vendor's number (``5``), refused in the config's own words."""
+    try:
+        return KlineInterval.parse(value)
+    except ValueError:
+        labels = " ".join(interval.label for interval in KlineInterval)
+        raise Invalid(f"expected one of {labels} or a vendor number 1-12") from None
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -58,7 +73,7 @@ class SubscriptionConfig(_Frozen):
     business: Business
     codes: tuple[str, ...] = Field(min_length=1)
     streams: tuple[Stream, ...] = (Stream.TRADE,)
-    kline_types: tuple[KlineInterval, ...] = (KlineInterval.MIN_1,)
+    kline_types: tuple[Annotated[KlineInterval, BeforeValidator(_kline_interval)], ...] = (KlineInterval.MIN_1,)
     stale_after_seconds: PositiveSeconds | None = None
     on_stale: StalePolicy | None = None
 
@@ -72,17 +87,22 @@ class SubscriptionConfig(_Frozen):
     @field_validator("codes")
     @classmethod
     def _codes_are_clean(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for code in value:
+        for index, code in enumerate(value):
             if not code or "," in code or any(char.isspace() for char in code):
-                raise ValueError(f"a code must be non-empty without commas or spaces, got {code!r}")
+                raise Invalid("expected a code without commas or spaces", key=index, value=code)
         return value
 
-    @field_validator("kline_types", mode="before")
-    @classmethod
-    def _parse_intervals(cls, value: Any) -> Any:
-        if isinstance(value, list | tuple):
-            return tuple(KlineInterval.parse(item) for item in value)
-        return value
+    @field_serializer("kline_types", when_used="json")
+    def _interval_labels(self, intervals: tuple[KlineInterval, ...]) -> list[str]:
+        return [interval.label for interval in intervals]
+
+    @model_serializer(mode="wrap")
+    def _without_unused_intervals(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """kline_types only where klines are subscribed: elsewhere the default means nothing."""
+        shown: dict[str, Any] = handler(self)
+        if Stream.KLINE not in self.streams:
+            shown.pop("kline_types", None)
+        return shown
 
 
 class ReconnectConfig(_Frozen):
@@ -96,7 +116,11 @@ class ReconnectConfig(_Frozen):
     @model_validator(mode="after")
     def _ordered(self) -> ReconnectConfig:
         if self.max_delay_seconds < self.initial_delay_seconds:
-            raise ValueError("max_delay_seconds must be >= initial_delay_seconds")
+            raise Invalid(
+                f"expected at least initial_delay_seconds ({self.initial_delay_seconds:g})",
+                key="max_delay_seconds",
+                value=self.max_delay_seconds,
+            )
         return self
 
 
@@ -121,16 +145,16 @@ class SourceConfig(_Frozen):
     @classmethod
     def _websocket_url(cls, value: str) -> str:
         if not re.match(r"^wss?://[^/?#]+", value):
-            raise ValueError(f"expected a ws:// or wss:// URL, got {value!r}")
+            raise Invalid("expected a ws:// or wss:// URL")
         if "apikey=" in value or "?" in value:
-            raise ValueError("give the URL without a query string; the key goes in source.api_key")
+            raise Invalid("expected the URL without a query string (the key goes in source.api_key)")
         return value
 
     @field_validator("api_key")
     @classmethod
     def _key_present(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().strip():
-            raise ValueError(f"the API key is empty; set source.api_key or {API_KEY_ENV}")
+            raise Invalid(f"the API key is empty; set source.api_key or {API_KEY_ENV}")
         return value
 
 
@@ -169,7 +193,7 @@ class TopicCreationConfig(_Frozen):
     @classmethod
     def _not_zero(cls, value: int) -> int:
         if value == 0:
-            raise ValueError("use -1 for the broker's default or a positive number of replicas")
+            raise Invalid("expected -1 (the broker's default) or a positive number of replicas")
         return value
 
 
@@ -184,7 +208,7 @@ class SaslConfig(_Frozen):
     @model_validator(mode="after")
     def _one_password(self) -> SaslConfig:
         if (self.password is None) == (self.password_file is None):
-            raise ValueError("give exactly one of password or password_file")
+            raise Invalid("expected exactly one of password or password_file")
         return self
 
     def resolved_password(self) -> str:
@@ -209,11 +233,11 @@ class TlsConfig(_Frozen):
     @model_validator(mode="after")
     def _pairs(self) -> TlsConfig:
         if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
+            raise Invalid("expected both cert_file and key_file, or neither")
         for name in ("ca_file", "cert_file", "key_file"):
             path = getattr(self, name)
             if path is not None and not path.is_file():
-                raise ValueError(f"{name}: no such file {path}")
+                raise Invalid("expected an existing file (no such file)", key=name, value=str(path))
         return self
 
 
@@ -230,7 +254,7 @@ class RegistryConfig(_Frozen):
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/?#]+", value):
-            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+            raise Invalid("expected an http:// or https:// URL")
         return value.rstrip("/")
 
 
@@ -249,7 +273,7 @@ class SerializationConfig(_Frozen):
     @model_validator(mode="after")
     def _registry_for_confluent(self) -> SerializationConfig:
         if self.format is WireFormat.CONFLUENT and self.registry is None:
-            raise ValueError("format confluent needs serialization.registry.url")
+            raise Invalid("expected a registry with a url: format confluent needs one", key="registry")
         return self
 
 
@@ -273,14 +297,26 @@ class KafkaConfig(_Frozen):
     delivery_timeout_seconds: PositiveSeconds = 120.0
     """How long one batch may wait for the broker before the sink retries it (the broker may be down)."""
 
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_port_list(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise Invalid("expected host:port[,host:port...] with ports from 1 to 65535")
+        return value
+
     @model_validator(mode="after")
     def _security_is_complete(self) -> KafkaConfig:
-        if self.security_protocol.startswith("SASL") and self.sasl is None:
-            raise ValueError(f"security_protocol {self.security_protocol} needs kafka.sasl")
-        if not self.security_protocol.startswith("SASL") and self.sasl is not None:
-            raise ValueError("kafka.sasl is set but security_protocol is not SASL_PLAINTEXT or SASL_SSL")
-        if self.tls is not None and not self.security_protocol.endswith("SSL"):
-            raise ValueError("kafka.tls is set but security_protocol is not SSL or SASL_SSL")
+        protocol = self.security_protocol
+        if protocol.startswith("SASL") and self.sasl is None:
+            raise Invalid(f"required with security_protocol {protocol} (username and a password)", key="sasl")
+        if not protocol.startswith("SASL") and self.sasl is not None:
+            raise Invalid(
+                "expected SASL_PLAINTEXT or SASL_SSL, as kafka.sasl is set", key="security_protocol", value=protocol
+            )
+        if self.tls is not None and not protocol.endswith("SSL"):
+            raise Invalid("expected SSL or SASL_SSL, as kafka.tls is set", key="security_protocol", value=protocol)
         return self
 
 
@@ -350,20 +386,9 @@ def parse_config(document: Mapping[str, Any], env: Mapping[str, str]) -> BridgeC
     try:
         return BridgeConfig.model_validate(expanded)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
-
-
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors(include_url=False, include_input=False):
-        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-        message = error["msg"]
-        if error["type"] == "missing" and key == "source.api_key":
-            message = f"required: set source.api_key or the environment variable {API_KEY_ENV}"
-        elif error["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling against the README's configuration reference)"
-        lines.append(f"  {key}: {message}")
-    return "invalid configuration:\n" + "\n".join(lines)
+        hints = {"source.api_key": f"required: set source.api_key or the environment variable {API_KEY_ENV}"}
+        secrets = secrets_in(expanded, env, (API_KEY_ENV,))
+        raise ConfigError(describe(exc, secrets, missing_hints=hints)) from None
 
 
 def load_config(path: Path, env: Mapping[str, str] | None = None) -> BridgeConfig:
@@ -380,7 +405,7 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> BridgeConfi
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(describe_yaml_error(path, exc)) from None
     if not isinstance(document, dict):
         raise ConfigError(f"{path}: expected a mapping with a 'source' section at the top level")
     return parse_config(document, environment)

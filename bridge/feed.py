@@ -17,6 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import ssl
 from typing import Protocol
 from urllib.parse import urlencode
 
@@ -364,7 +367,10 @@ def _disconnect_of(exc: BaseException, secrets: tuple[str, ...]) -> Disconnect:
     if isinstance(exc, TimeoutError):
         return Disconnect(Cause.TIMEOUT, detail="timed out")
     if isinstance(exc, OSError):
-        reason = exc.strerror or str(exc) or type(exc).__name__
+        # asyncio's strerror is "Connect call failed ('127.0.0.1', 2)"; the errno's own words
+        # ("connection refused") say what happened. Resolver and TLS errnos are not errno values.
+        number = exc.errno if not isinstance(exc, socket.gaierror | ssl.SSLError) else None
+        reason = os.strerror(number) if number and number > 0 else exc.strerror or str(exc) or type(exc).__name__
         return Disconnect(Cause.SOCKET_ERROR, detail=redact(reason.lower(), secrets))
     if isinstance(exc, InvalidHandshake):
         return Disconnect(Cause.HANDSHAKE, detail=redact(f"bad WebSocket handshake: {exc}", secrets))

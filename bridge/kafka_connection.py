@@ -70,3 +70,9 @@ def producer_is_dead(producer: AIOKafkaProducer) -> bool:
     sender = getattr(producer, "_sender", None)
     task = getattr(sender, "sender_task", None)
     return bool(task is not None and task.done())
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Class: message`` for a log line, once: aiokafka's messages already start with their class name."""
+    name, text = type(exc).__name__, str(exc)
+    return text if name in text else f"{name}: {text}" if text else name

@@ -23,11 +23,17 @@ from decimal import Decimal
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = timedelta(milliseconds=1)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def epoch_millis(instant: datetime) -> int:
     """Whole milliseconds since the Unix epoch, truncated (Avro ``timestamp-millis``, every schema's unit)."""
     return (instant - EPOCH) // _MILLISECOND
+
+
+def epoch_micros(instant: datetime) -> int:
+    """Whole microseconds since the Unix epoch: how the spool keeps instants, to the unit Python has."""
+    return (instant - EPOCH) // _MICROSECOND
 
 
 class Stream(enum.StrEnum):

@@ -43,6 +43,7 @@ from aiokafka.structs import TopicPartition
 from bridge.config import KafkaConfig
 from bridge.config_spool import DeliveryConfig, DeliveryMode
 from bridge.errors import KafkaError
+from bridge.kafka_connection import describe_error
 from bridge.metrics import BridgeMetrics
 from bridge.positions import POSITION_PARTITION, committed_position, position_value
 from bridge.producer import FATAL_TO_PRODUCER, MAX_RETRY_DELAY, PERMANENT_FAILURES, Producer
@@ -149,7 +150,7 @@ class KafkaSink:
         error = task.exception()
         self.failure = error if error is not None else RuntimeError("the delivery task ended")
         if not isinstance(error, ProducerFenced):
-            log.critical("the Kafka sink failed (%s: %s); stopping the bridge", type(self.failure).__name__, error)
+            log.critical("the Kafka sink failed (%s); stopping the bridge", describe_error(self.failure))
         self.broken.set()
 
     async def _deliver_loop(self) -> None:

@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.errors import KafkaError as AIOKafkaError
+from aiokafka.structs import TopicPartition
 
 from bridge.config import KafkaConfig
 from bridge.errors import KafkaError, TopicMissing
-from bridge.kafka_connection import connection_options
+from bridge.kafka_connection import connection_options, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +55,7 @@ async def ensure_topics(config: KafkaConfig, names: list[str], *, compacted: tup
         return await _ensure(admin, config, names, compacted)
     except (TimeoutError, AIOKafkaError, OSError) as exc:
         raise KafkaError(
-            f"cannot check or create topics at {config.bootstrap_servers} ({type(exc).__name__}: {exc}); "
+            f"cannot check or create topics at {config.bootstrap_servers} ({_reason(exc, config)}); "
             "check kafka.bootstrap_servers and the security settings"
         ) from exc
     finally:
@@ -79,14 +83,57 @@ async def _ensure(
     response = await asyncio.wait_for(
         admin.create_topics([_new_topic(name, config, compacted=name in compacted) for name in missing]), timeout
     )
+    created = []
     for topic, code, message in response.topic_errors:
         if code not in (_NO_ERROR, _TOPIC_ALREADY_EXISTS):
             raise KafkaError(f"cannot create topic {topic!r}: {message} (Kafka error {code})")
+        if code == _NO_ERROR:
+            created.append(topic)
     creation = config.topic_creation
+    existed = [name for name in names if name not in created]
     log.info(
-        "created topics %s (%d partitions, replication %s)",
-        ", ".join(missing),
+        "created topics %s (%d partitions, replication %s)%s",
+        ", ".join(created),
         creation.partitions,
         "broker default" if creation.replication_factor == -1 else creation.replication_factor,
+        f"; {', '.join(existed)} already existed" if existed else "",
     )
-    return missing
+    await _wait_for_leaders(config, [TopicPartition(t, p) for t in created for p in range(creation.partitions)])
+    return created
+
+
+async def _wait_for_leaders(config: KafkaConfig, partitions: list[TopicPartition]) -> None:
+    """Return once every new partition's leader answers, so the first records are not refused.
+
+    Right after CreateTopics, metadata already names the leaders while the broker is still
+    taking leadership; a produce then fails with NotLeaderForPartition and aiokafka warns as it
+    retries. A ListOffsets request per partition (``end_offsets``) is answered only by a leader
+    that is ready; aiokafka retries it quietly. Bounded by the request timeout, and never fatal:
+    the producer retries on its own.
+    """
+    if not partitions:
+        return
+    started = time.monotonic()
+    consumer = AIOKafkaConsumer(**connection_options(config), group_id=None, enable_auto_commit=False)
+    try:
+        await asyncio.wait_for(consumer.start(), config.request_timeout_seconds)
+        await asyncio.wait_for(consumer.end_offsets(partitions), config.request_timeout_seconds)
+    except (TimeoutError, AIOKafkaError, OSError) as exc:
+        log.info(
+            "the new topics' leaders did not all answer within %gs (%s); the producer retries until they do",
+            config.request_timeout_seconds, _reason(exc, config),
+        )  # fmt: skip
+    else:
+        log.debug("leaders of %d new partitions ready in %.2fs", len(partitions), time.monotonic() - started)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(consumer.stop(), 5)
+
+
+def _reason(exc: BaseException, config: KafkaConfig) -> str:
+    """What went wrong, in a few words: aiokafka's messages start with their class name, so it is not repeated."""
+    if isinstance(exc, KafkaConnectionError):
+        return "could not connect to any broker"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {config.request_timeout_seconds:g}s"
+    return describe_error(exc)

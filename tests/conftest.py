@@ -177,4 +177,4 @@ def schema_registry() -> Iterator[str]:
     try:
         yield started.stdout.strip()
     finally:
-        run_script(REGISTRY_LOCAL, "stop", "--port", str(port), timeout=60)
+        run_script(REGISTRY_LOCAL, "stop", "--port", str(port), "--purge", timeout=60)
