@@ -98,7 +98,12 @@ async def _ensure(
         "broker default" if creation.replication_factor == -1 else creation.replication_factor,
         f"; {', '.join(existed)} already existed" if existed else "",
     )
-    await _wait_for_leaders(config, [TopicPartition(t, p) for t in created for p in range(creation.partitions)])
+    partitions = [
+        TopicPartition(topic, index)
+        for topic in created
+        for index in range(1 if topic in compacted else creation.partitions)
+    ]
+    await _wait_for_leaders(config, partitions)
     return created
 
 

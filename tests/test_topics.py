@@ -67,3 +67,23 @@ def test_library_errors_name_their_class_once() -> None:
     assert describe_error(NotLeaderForPartitionError()) == "[Error 6] NotLeaderForPartitionError"
     assert describe_error(OSError("no route")) == "OSError: no route"
     assert describe_error(TimeoutError()) == "TimeoutError"
+
+
+async def test_a_compacted_state_topic_has_one_partition_and_is_waited_for_as_such(
+    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The offsets topic is created compacted with one partition, and the leader wait asks for that one only."""
+    kafka = kafka_section(kafka_bootstrap)
+    offsets = kafka.topics.offsets
+    caplog.set_level(logging.DEBUG, logger="bridge.topics")
+    assert await ensure_topics(kafka, [kafka.topics.trade, offsets], compacted=(offsets,)) == [
+        kafka.topics.trade,
+        offsets,
+    ]
+    assert any(f"leaders of {PARTITIONS + 1} new partitions ready" in record.getMessage() for record in caplog.records)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        assert await producer.partitions_for(offsets) == {0}
+    finally:
+        await producer.stop()
