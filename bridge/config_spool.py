@@ -57,8 +57,9 @@ class SpoolConfig(_Frozen):
     """At this size ``when_full`` applies."""
     segment_bytes: int = Field(64 * MIB, ge=64 * 1024)
     """Segment files are this large; a segment is deleted once everything in it is acknowledged."""
-    memory_bytes: int = Field(64 * MIB, ge=MIB)
-    """The newest records are also kept in memory, so the producer rarely reads the disk."""
+    memory_bytes: int = Field(16 * MIB, ge=MIB)
+    """The newest records are also kept in memory (up to this much, objects included), so the producer
+    reads the disk only after it fell behind."""
     sync_every_records: int = Field(1000, ge=1)
     sync_every_ms: int = Field(50, ge=1)
     """Records are written out (and fsynced with ``fsync``) after this many records or milliseconds."""

@@ -17,7 +17,7 @@ from typing import Any
 import avro.io
 import avro.schema
 from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -89,3 +89,28 @@ async def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
 def read_sent_frames(path: Path) -> list[dict[str, Any]]:
     """The simulator's record of what it sent: one ``{"business", "frame"}`` object per line."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+async def consume_all(bootstrap: str, topic: str, *, timeout: float = 120.0) -> list[ConsumerRecord[bytes, bytes]]:
+    """Everything committed on ``topic`` now: read (``read_committed``) until every partition reaches its end."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        await consumer.topics()  # fetches the metadata partitions_for_topic reads
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout
+        while [p for p in partitions if await consumer.position(p) < ends[p]]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end within {timeout:g}s")
+            batch = await consumer.getmany(timeout_ms=500, max_records=50_000)
+            for partition_records in batch.values():
+                records.extend(partition_records)
+    finally:
+        await consumer.stop()
+    return records
