@@ -11,18 +11,13 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from bridge.records import Stream
-from bridge.simulator.gateway import DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_WINDOW, DEFAULT_MAX_CODES
-from bridge.simulator.server import (
-    DEFAULT_API_KEY,
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    DEFAULT_RATE,
-    Simulator,
-    SimulatorOptions,
-)
+from bridge.simulator.gateway import GatewayRules
+from bridge.simulator.options import SimulatorOptions
+from bridge.simulator.server import Simulator
 
 logger = logging.getLogger("bridge.simulator")
 
@@ -42,6 +37,7 @@ EPILOG = (
     "--refuse-handshakes 2 --heartbeat-timeout 45"
 )
 DEFAULT_SUMMARY_SECONDS = 5.0
+_DEFAULTS = SimulatorOptions()
 
 
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,22 +46,22 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         parser.description = DESCRIPTION
     if parser.epilog is None:
         parser.epilog = EPILOG
-    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)")
+    parser.add_argument("--host", default=_DEFAULTS.host, help="address to listen on (default: %(default)s)")
     parser.add_argument(
         "--port",
         type=_port,
-        default=DEFAULT_PORT,
+        default=_DEFAULTS.port,
         help="TCP port to listen on; 0 picks a free one, shown in the start line (default: %(default)s)",
     )
     parser.add_argument(
         "--api-key",
-        default=DEFAULT_API_KEY,
+        default=_DEFAULTS.api_key,
         help="the only API key the handshake accepts; any other, or none, gets HTTP 401 (default: %(default)s)",
     )
     parser.add_argument(
         "--rate",
         type=_rate,
-        default=DEFAULT_RATE,
+        default=_DEFAULTS.rate,
         metavar="PER_SECOND",
         help="trade pushes per second in total, spread round-robin over every subscribed "
         "(connection, code) pair (default: %(default)g)",
@@ -122,7 +118,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--frame-limit",
         type=_count,
-        default=DEFAULT_FRAME_LIMIT,
+        default=_DEFAULTS.rules.frame_limit,
         metavar="N",
         help="client frames (subscribes, unsubscribes, heartbeats, anything) one connection may send in "
         "--frame-window seconds; the frame past it gets error 501 and the connection is closed; 0 turns "
@@ -131,20 +127,21 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--frame-window",
         type=_seconds,
-        default=DEFAULT_FRAME_WINDOW,
+        default=_DEFAULTS.rules.frame_window,
         metavar="SECONDS",
         help="the rolling window of --frame-limit, also used to measure the most frames per key (default: %(default)g)",
     )
     faults.add_argument(
         "--max-codes-per-connection",
         type=_count,
-        default=DEFAULT_MAX_CODES,
+        default=_DEFAULTS.rules.max_codes_per_connection,
         metavar="N",
         help="distinct codes one connection may hold over all streams; a subscribe past it is refused with "
         "'Subscribe fail:' and error 505 and adds nothing; 0 means no cap (default: %(default)s)",
     )
     faults.add_argument(
         "--close-after",
+        dest="close_after_pushes",
         type=_positive,
         metavar="N",
         help="abort each connection, with no WebSocket close frame, once it has been sent N pushes; "
@@ -173,6 +170,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     faults.add_argument(
         "--refuse-handshake",
+        dest="refuse_handshake_status",
         type=_status,
         metavar="STATUS",
         help="refuse handshakes that carry the right key with this HTTP status (401 and 429 with the "
@@ -208,29 +206,11 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
     Raises:
         ValueError: a combination the options refuse.
     """
-    return SimulatorOptions(
-        host=args.host,
-        port=args.port,
-        api_key=args.api_key,
-        rate=args.rate,
-        depth_rate=args.depth_rate,
-        kline_rate=args.kline_rate,
-        max_pushes=args.max_pushes,
-        max_depth_pushes=args.max_depth_pushes,
-        max_kline_pushes=args.max_kline_pushes,
-        record_sent=args.record_sent,
-        seed=args.seed,
-        close_after_pushes=args.close_after,
-        heartbeat_timeout=args.heartbeat_timeout,
-        fail_subscribe_nth=args.fail_subscribe_nth,
-        refuse_handshake_status=args.refuse_handshake,
-        refuse_handshakes=args.refuse_handshakes,
-        subscribe_fail_505_nth=args.subscribe_fail_505_nth,
-        garbage_every=args.garbage_every,
-        frame_limit=args.frame_limit,
-        frame_window=args.frame_window,
-        max_codes_per_connection=args.max_codes_per_connection,
-    )
+    # Every flag's dest is the name of the field it sets; fields with no flag keep their defaults.
+    given = vars(args)
+    rules = GatewayRules(**{rule.name: given[rule.name] for rule in fields(GatewayRules)})
+    flagged = {option.name: given[option.name] for option in fields(SimulatorOptions) if option.name in given}
+    return SimulatorOptions(**{**flagged, "rules": rules})
 
 
 def run_simulate(args: argparse.Namespace) -> int:

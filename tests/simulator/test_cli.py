@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from bridge.simulator import SimulatorOptions
+from bridge.simulator import GatewayRules, SimulatorOptions
 from bridge.simulator.cli import add_simulate_arguments, options_from_args
 from tests.simulator.support import WAIT, recv_code, send_request
 
@@ -70,7 +70,8 @@ def test_defaults_are_the_options_defaults() -> None:
     assert options_from_args(args) == replace(SimulatorOptions(), seed=None)
     assert args.summary_every == 5
     defaults = options_from_args(args)
-    assert (defaults.frame_limit, defaults.frame_window, defaults.max_codes_per_connection) == (60, 60.0, 600)
+    rules = defaults.rules
+    assert (rules.frame_limit, rules.frame_window, rules.max_codes_per_connection) == (60, 60.0, 600)
 
 
 def test_flags_map_onto_options(tmp_path: Path) -> None:
@@ -111,16 +112,18 @@ def test_flags_map_onto_options(tmp_path: Path) -> None:
         max_kline_pushes=7,
         record_sent=record,
         seed=9,
-        close_after_pushes=100,
-        heartbeat_timeout=2.5,
-        fail_subscribe_nth=3,
-        refuse_handshake_status=429,
-        refuse_handshakes=2,
-        subscribe_fail_505_nth=4,
-        garbage_every=10,
-        frame_limit=0,
-        frame_window=1.5,
-        max_codes_per_connection=50,
+        rules=GatewayRules(
+            close_after_pushes=100,
+            heartbeat_timeout=2.5,
+            fail_subscribe_nth=3,
+            refuse_handshake_status=429,
+            refuse_handshakes=2,
+            subscribe_fail_505_nth=4,
+            garbage_every=10,
+            frame_limit=0,
+            frame_window=1.5,
+            max_codes_per_connection=50,
+        ),
     )
 
 
