@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -21,27 +22,40 @@ from bridge.simulator.server import Simulator
 
 logger = logging.getLogger("bridge.simulator")
 
-DESCRIPTION = (
-    "Serve the vendor's WebSocket protocol locally at ws://HOST:PORT/ws?business=<stock|crypto|common|"
-    "japan|india>&apikey=KEY: a wrong key is refused with HTTP 401, subscriptions are acked with their "
-    "trace, and every subscribed code gets synthetic trades, depth and klines shaped like the production "
-    "frames until it is unsubscribed. Like the gateway it enforces 60 client frames per minute per "
-    "connection (501 and a cut) and 600 codes per connection (505). Fault modes, all off unless asked: "
-    "abrupt disconnects (--close-after), heartbeat timeouts (513), a failing Nth subscribe (501 or 505), "
-    "refused handshakes (401, 429, 5xx) and bad frames among the pushes (--garbage-every). "
-    "Runs until SIGINT or SIGTERM."
+# Both texts are printed as written (RawDescriptionHelpFormatter): argparse's reflowing would
+# run the examples together and could break a flag across lines.
+DESCRIPTION = """\
+Serve the vendor's WebSocket protocol locally at ws://HOST:PORT/ws, with the query parameters
+business (stock, crypto, common, japan or india) and apikey. A wrong key is refused with HTTP
+401, subscriptions are acked with their trace, and every subscribed code gets synthetic trades,
+depth and klines shaped like the production frames until it is unsubscribed.
+
+Like the gateway it enforces 60 client frames per minute per connection (501 and a cut) and
+600 codes per connection (505). Fault modes, all off unless asked: abrupt disconnects
+(--close-after), heartbeat timeouts (513), a failing Nth subscribe (501 or 505), refused
+handshakes (401, 429, 5xx) and bad frames among the pushes (--garbage-every).
+
+Runs until SIGINT or SIGTERM."""
+EXAMPLES = (
+    ("a reproducible run, every push recorded", "--port 8765 --rate 1000 --seed 7 --record-sent sent.jsonl"),
+    (
+        "a flaky feed: cuts, bad frames, heartbeat timeouts",
+        "--close-after 5000 --garbage-every 1000 --heartbeat-timeout 45",
+    ),
+    ("the first two handshakes refused with 503", "--refuse-handshake 503 --refuse-handshakes 2"),
 )
-EPILOG = (
-    "examples: infoway-bridge simulate --port 8765 --rate 1000 --api-key demo-key --seed 7 --record-sent sent.jsonl; "
-    "a flaky feed: infoway-bridge simulate --close-after 5000 --garbage-every 1000 --refuse-handshake 503 "
-    "--refuse-handshakes 2 --heartbeat-timeout 45"
-)
+"""What each example shows, and its flags."""
+EPILOG = "examples:\n" + "".join(f"  # {what}\n  infoway-bridge simulate {flags}\n" for what, flags in EXAMPLES)
 DEFAULT_SUMMARY_SECONDS = 5.0
 _DEFAULTS = SimulatorOptions()
 
 
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the simulator's options to ``parser`` (and its description, if it has none)."""
+    """Add the simulator's options to ``parser`` (and its description, if it has none).
+
+    The parser prints its description and epilog as written, so the examples keep their lines.
+    """
+    parser.formatter_class = _HelpFormatter
     if parser.description is None:
         parser.description = DESCRIPTION
     if parser.epilog is None:
@@ -297,6 +311,14 @@ async def _summarize(sim: Simulator, every: float) -> None:
             stats.max_frames_in_window_per_key,
         )
         last_time, last_sent = now, sent
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Description and epilog as written; option help wrapped at spaces only, never inside a ``--flag``."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # argparse's own version wraps with textwrap's default break_on_hyphens=True.
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 def _integer_in(low: int, high: int | None, what: str) -> Callable[[str], int]:

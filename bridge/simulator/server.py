@@ -160,9 +160,11 @@ class Simulator:
         self._pacer = asyncio.create_task(self._pace(), name="simulator-pacer")
         rates = ", ".join(f"{pacer.stream}={pacer.rate:g}/s" for pacer in state.pacers.values())
         logger.info(
-            "simulator listening on %s (connect with ?business=<%s>&apikey=<the accepted key>; %s; seed=%d)",
+            # Worded with no "apikey=": the log scrubber masks whatever follows that.
+            "simulator listening on %s (clients add the query parameters business, one of %s, and apikey, "
+            "the key given to the simulator; %s; seed=%d)",
             self.url,
-            "|".join(BUSINESSES),
+            "/".join(BUSINESSES),
             rates,
             self.seed,
         )
