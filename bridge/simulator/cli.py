@@ -118,7 +118,8 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help='append one JSON line per push sent, {"business": ..., "frame": "<the exact text>"}, and per '
         'bad frame of --garbage-every the same with "garbage": <kind> (a binary frame as latin-1 text), '
-        "flushed every 10 ms and at shutdown (default: no record)",
+        "flushed every 10 ms and at shutdown; per stream, (symbol, t) identifies every trade and book push, "
+        "t being bumped 1 ms past a repeat (default: no record)",
     )
     parser.add_argument(
         "--seed",

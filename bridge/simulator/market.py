@@ -17,6 +17,13 @@ Randomness comes from one :class:`random.Random` per instrument, seeded from
 ``(seed, business, symbol)``, so a seed reproduces every value whatever order codes are
 subscribed in and however many connections share them. Time is always an argument
 (``now_ms``, epoch milliseconds), which keeps this module testable without an event loop.
+
+Event times are strictly increasing per instrument and stream: a trade (or book) whose ``now_ms``
+is not after the previous one's ``t`` gets that ``t`` plus 1 ms. So ``(symbol, t)`` identifies a
+push of a stream and orders them, whatever the number of connections sharing the instrument,
+and end-to-end tests can use the ``--record-sent`` file as an oracle keyed on it. The price:
+above 1000 pushes a second of one code and stream, ``t`` runs ahead of the clock (by the
+pushes over 1000 each second); at lower rates it is ahead by at most the pushes of one burst.
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ _FIXED_SECONDS: dict[KlineInterval, int] = {
     KlineInterval.HOUR_4: 14400,
     KlineInterval.DAY_1: 86400,
 }
+_NEVER = -(2**62)
+"""The last event time of a stream that has had no event yet."""
 _WEEK_SECONDS = 7 * 86400
 # 1970-01-01 was a Thursday: weeks start on the Monday 3 days earlier, -259200 s.
 _FIRST_MONDAY = -3 * 86400
@@ -225,6 +234,8 @@ class Instrument:
         # The walk never goes below half the start price, so five book levels stay positive.
         self._floor_ticks = max(spec.start_ticks // 2, 10 * DEPTH_LEVELS)
         self._bars: dict[KlineInterval, _Bar] = {}
+        self._last_trade_ms = _NEVER
+        self._last_depth_ms = _NEVER
 
     @property
     def price(self) -> Decimal:
@@ -232,7 +243,8 @@ class Instrument:
         return self._price(self._ticks)
 
     def trade(self, now_ms: int) -> TradePayload:
-        """A trade at the current price; ``t`` is ``now_ms`` and ``vw`` is exactly ``p * v``."""
+        """A trade at the current price; ``t`` is ``now_ms`` (or 1 ms after the last trade's) and ``vw == p * v``."""
+        self._last_trade_ms = t = max(now_ms, self._last_trade_ms + 1)
         self._step()
         price = self.price
         size = self._size(self._lots())
@@ -240,14 +252,18 @@ class Instrument:
         return {
             "p": plain(price),
             "s": self.symbol,
-            "t": now_ms,
+            "t": t,
             "td": side,
             "v": plain(size),
             "vw": plain(_EXACT.multiply(price, size)),
         }
 
     def depth(self, now_ms: int) -> DepthPayload:
-        """Five levels a side around the current price: asks rise from the best ask, bids fall."""
+        """Five levels a side around the current price: asks rise from the best ask, bids fall.
+
+        ``t`` is ``now_ms``, or 1 ms after the last book's when that is not earlier.
+        """
+        self._last_depth_ms = t = max(now_ms, self._last_depth_ms + 1)
         self._step()
         rng = self._rng
         spread = rng.randint(1, 3)
@@ -262,7 +278,7 @@ class Instrument:
             "a": self._columns(asks, places),
             "b": self._columns(bids, places),
             "s": self.symbol,
-            "t": now_ms,
+            "t": t,
         }
 
     def kline(self, interval: KlineInterval, now_ms: int) -> KlinePayload:

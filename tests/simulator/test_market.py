@@ -54,10 +54,10 @@ def test_trades_are_exact_decimals_with_amount_equal_to_price_times_size(
 ) -> None:
     """Every trade carries finite plain decimals, an epoch-ms int ``t`` and ``vw == p * v`` exactly."""
     instrument = Market(business, seed).instrument(symbol)
-    for _ in range(count):
+    for pushed in range(count):
         trade = instrument.trade(now_ms)
         assert trade["s"] == symbol
-        assert trade["t"] == now_ms
+        assert trade["t"] == now_ms + pushed
         assert trade["td"] in {0, 1, 2}
         price, size, amount = decimal_of(trade["p"]), decimal_of(trade["v"]), decimal_of(trade["vw"])
         assert price > 0
@@ -72,10 +72,10 @@ def test_depth_has_five_levels_a_side_with_best_bid_below_best_ask(
 ) -> None:
     """``a`` asks rise from the best ask, ``b`` bids fall from the best bid, and the book never crosses."""
     instrument = Market(business, seed).instrument(symbol)
-    for _ in range(count):
+    for pushed in range(count):
         book = instrument.depth(now_ms)
         assert book["s"] == symbol
-        assert book["t"] == now_ms
+        assert book["t"] == now_ms + pushed
         ask_prices, ask_sizes = ([decimal_of(x) for x in column] for column in book["a"])
         bid_prices, bid_sizes = ([decimal_of(x) for x in column] for column in book["b"])
         assert len(ask_prices) == len(ask_sizes) == len(bid_prices) == len(bid_sizes) == 5
@@ -216,3 +216,25 @@ def test_market_refuses_a_business_without_data() -> None:
     """Only the five businesses have data; the server keeps any other silent instead."""
     with pytest.raises(ValueError, match="no market data"):
         Market("forex", seed=1)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["trade", "depth"]), st.integers(min_value=0, max_value=50)), max_size=80))
+def test_event_times_strictly_increase_per_stream_and_follow_the_clock_when_they_can(
+    steps: list[tuple[str, int]],
+) -> None:
+    """Trades and books of one code never share a ``t``: a repeat (or a clock step back) is bumped by 1 ms."""
+    instrument = Market("crypto", seed=5).instrument("BTCUSDT")
+    now_ms = 1_786_775_227_000
+    last = {"trade": -1, "depth": -1}
+    for stream, step in steps:
+        now_ms += step - 10  # the clock may stand still or go back
+        t = instrument.trade(now_ms)["t"] if stream == "trade" else instrument.depth(now_ms)["t"]
+        assert t == max(now_ms, last[stream] + 1)
+        last[stream] = t
+
+
+def test_the_streams_of_one_code_keep_their_own_times() -> None:
+    """A trade and a book at the same instant both carry that instant: uniqueness is per stream."""
+    instrument = Market("crypto", seed=5).instrument("BTCUSDT")
+    assert instrument.trade(1000)["t"] == instrument.depth(1000)["t"] == 1000
+    assert instrument.trade(1000)["t"] == instrument.depth(1000)["t"] == 1001

@@ -112,7 +112,8 @@ async def test_subscribe_acks_echo_the_trace() -> None:
 
 async def test_trades_come_for_subscribed_codes_only_with_exact_amounts() -> None:
     """Trades carry only subscribed codes, decimal strings, epoch-ms ``t`` near now, and ``vw == p * v``."""
-    async with Simulator(sim_options(rate=4000)) as sim, session(sim) as ws, session(sim) as other:
+    # 500 trades a second per code: below 1000/s a code's strictly increasing t keeps up with the clock.
+    async with Simulator(sim_options(rate=1500)) as sim, session(sim) as ws, session(sim) as other:
         await send_request(other, SUBSCRIBE_TRADE, "o", {"codes": "DOGEUSDT"})
         await send_request(ws, SUBSCRIBE_TRADE, "t", {"codes": "BTCUSDT,ETHUSDT"})
         before_ms = time.time_ns() // 1_000_000
@@ -123,7 +124,8 @@ async def test_trades_come_for_subscribed_codes_only_with_exact_amounts() -> Non
         assert all(DECIMAL_TEXT.fullmatch(trade[key]) for key in ("p", "v", "vw"))
         assert Decimal(trade["vw"]) == Decimal(trade["p"]) * Decimal(trade["v"])
         assert type(trade["t"]) is int
-        assert before_ms - 1000 <= trade["t"] <= after_ms
+        # The pushes of one pacer tick (10 ms) leave together, their repeated times bumped 1 ms apart.
+        assert before_ms - 1000 <= trade["t"] <= after_ms + 10
         assert trade["td"] in {0, 1, 2}
 
 
@@ -262,6 +264,26 @@ async def test_record_file_holds_exactly_the_frames_sent(tmp_path: Path) -> None
     assert [line["frame"] for line in lines] == received
     assert {line["business"] for line in lines} == {"crypto"}
     assert all(list(line) == ["business", "frame"] for line in lines)
+
+
+async def test_symbol_and_time_identify_every_trade_and_book_in_the_record(tmp_path: Path) -> None:
+    """Two connections on the same codes: per stream no two pushes of one code share a ``t``, and ``t`` rises."""
+    record = tmp_path / "sent.jsonl"
+    options = sim_options(
+        rate=3000, depth_rate=3000, kline_rate=0, max_pushes=400, max_depth_pushes=400, record_sent=record
+    )
+    async with Simulator(options) as sim, session(sim) as first, session(sim) as second:
+        for ws in (first, second):
+            await send_request(ws, SUBSCRIBE_TRADE, "t", {"codes": "BTCUSDT,ETHUSDT"})
+            await send_request(ws, SUBSCRIBE_DEPTH, "d", {"codes": "BTCUSDT"})
+        await eventually(lambda: sim.stats.trades_sent == 400 and sim.stats.depth_sent == 400)
+    last: dict[tuple[int, str], int] = {}
+    for line in record.read_text().splitlines():
+        push = json.loads(json.loads(line)["frame"])
+        key = (push["code"], push["data"]["s"])
+        assert push["data"]["t"] > last.get(key, -1), key
+        last[key] = push["data"]["t"]
+    assert set(last) == {(PUSH_TRADE, "BTCUSDT"), (PUSH_TRADE, "ETHUSDT"), (PUSH_DEPTH, "BTCUSDT")}
 
 
 async def test_a_slow_client_is_skipped_not_buffered() -> None:
