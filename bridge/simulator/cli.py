@@ -35,6 +35,9 @@ Like the gateway it enforces 60 client frames per minute per connection (501 and
 (--close-after), heartbeat timeouts (513), a failing Nth subscribe (501 or 505), refused
 handshakes (401, 429, 5xx) and bad frames among the pushes (--garbage-every).
 
+GET /sim/stats on the same port answers JSON: each open connection with its codes per stream,
+kline intervals and pushes sent, and the totals.
+
 Runs until SIGINT or SIGTERM."""
 EXAMPLES = (
     ("a reproducible run, every push recorded", "--port 8765 --rate 1000 --seed 7 --record-sent sent.jsonl"),

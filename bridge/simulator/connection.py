@@ -100,6 +100,8 @@ class ServedConnection:
         self.ws = ws
         self.backlog: deque[Due] = deque()
         """Pushes the pacer handed to this connection and the sender has not sent yet."""
+        self.pushes_sent = dict.fromkeys(Stream, 0)
+        """Pushes written to this connection's socket, per stream."""
         self._state = state
         self._control: deque[str | _Close] = deque()
         self._control_room = asyncio.Event()
@@ -202,6 +204,7 @@ class ServedConnection:
                     if not sent:
                         pacer.release()
                 state.stats.pushes_sent[due.stream] += 1
+                self.pushes_sent[due.stream] += 1
                 if recorder is not None:
                     recorder.write(info.business, frame)
                 after = state.gateway.pushed(self.line, due.stream, due.code)

@@ -4,19 +4,27 @@ websockets hands every request to ``process_request`` before the WebSocket upgra
 returned there is sent instead of the upgrade. The simulator uses that to refuse handshakes as
 the vendor does (protocol page, "Endpoint and authentication": 404 for another path, 401 with
 the vendor's JSON for a wrong or missing key, and the statuses of the refusal fault mode,
-proxy statuses that Python's ``HTTPStatus`` does not know included).
+proxy statuses that Python's ``HTTPStatus`` does not know included), and to serve
+``GET /sim/stats`` (:func:`stats_document`), which no vendor has: what the simulator is doing,
+for tests that check from outside which connection holds which code.
 """
 
 from __future__ import annotations
 
 import http
-from typing import Final
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 from websockets.datastructures import Headers
 from websockets.http11 import Response
 
+from bridge.records import Stream
+from bridge.simulator.options import SimulatorStats
+from bridge.simulator.replies import ClientInfo
+
 WS_PATH: Final = "/ws"
+STATS_PATH: Final = "/sim/stats"
 INVALID_KEY_BODY: Final = '{"message":"Invalid API key in request"}'
 """The body of the 401 that refuses a key (protocol page, "Endpoint and authentication")."""
 TOO_MANY_REQUESTS_BODY: Final = '{"message":"Too many requests"}'
@@ -64,3 +72,43 @@ def query_value(target: str, name: str) -> str | None:
 def path_of(target: str) -> str:
     """The path of a request target, without its query."""
     return urlsplit(target).path
+
+
+def stats_document(
+    stats: SimulatorStats, connections: Iterable[tuple[ClientInfo, Mapping[Stream, int]]]
+) -> dict[str, Any]:
+    """The JSON of ``GET /sim/stats``: every open connection (info and pushes sent), then the totals.
+
+    Per connection: ``id``, ``business``, ``opened_at`` (ISO 8601, UTC), ``subscriptions``
+    (``trade`` and ``depth`` as code lists, ``kline`` as code to interval numbers, all in
+    subscription order), ``pushes_sent`` per stream and ``frames_received``.
+    """
+    listed = []
+    for info, sent in connections:
+        klines: dict[str, list[int]] = {}
+        for code, interval in info.klines:
+            klines.setdefault(code, []).append(int(interval))
+        listed.append(
+            {
+                "id": info.id,
+                "business": info.business,
+                "opened_at": info.opened_at.isoformat(),
+                "subscriptions": {"trade": list(info.trades), "depth": list(info.depth), "kline": klines},
+                "pushes_sent": {str(stream): count for stream, count in sent.items()},
+                "frames_received": info.frames_received,
+            }
+        )
+    totals = {
+        "connections": stats.connections,
+        "connections_total": stats.connections_total,
+        "handshakes_refused": stats.handshakes_refused,
+        "frames_received": stats.frames_received,
+        "pushes_sent": {str(stream): count for stream, count in stats.pushes_sent.items()},
+        "pushes_skipped": stats.pushes_skipped,
+        "garbage_sent": stats.garbage_sent,
+        "budget_violations": stats.budget_violations,
+        "heartbeat_timeouts": stats.heartbeat_timeouts,
+        "connections_aborted": stats.connections_aborted,
+        "max_frames_in_window_per_key": stats.max_frames_in_window_per_key,
+    }
+    return {"connections": listed, "totals": totals}

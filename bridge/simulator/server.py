@@ -8,6 +8,8 @@ missing key with 401 and the vendor's JSON body, before any WebSocket frame (pro
 An accepted connection gets the welcome frame (after the plain text greeting on
 ``business=stock``) and is then served by a :class:`~bridge.simulator.connection.ServedConnection`,
 whose reader answers client frames and whose sender is the only writer of the socket.
+Plain HTTP on the same port reaches ``process_request`` too: ``GET /sim/stats`` answers the JSON of
+:meth:`Simulator.snapshot` (no key needed; the vendor has no such endpoint).
 
 One *pacer* task per server turns the configured rates into pushes owed: every tick (10 ms) it
 passes the time elapsed to one :class:`~bridge.simulator.pacer.StreamPacer` per stream, which
@@ -59,8 +61,9 @@ import random
 import time
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
+import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -147,7 +150,7 @@ class Simulator:
                 self._handle,
                 self.options.host,
                 self.options.port,
-                process_request=self._check_handshake,
+                process_request=self._process_request,
                 # Production pushes are small and the CPU is better spent on rate than on deflate.
                 compression=None,
                 close_timeout=self.options.close_timeout,
@@ -231,8 +234,20 @@ class Simulator:
 
     # -- handshake ---------------------------------------------------------------------------
 
-    def _check_handshake(self, connection: ServerConnection, request: Request) -> Response | None:
-        if http_answers.path_of(request.path) != http_answers.WS_PATH:
+    def snapshot(self) -> dict[str, Any]:
+        """What ``GET /sim/stats`` answers: the open connections, their subscriptions and pushes, and the totals."""
+        return http_answers.stats_document(
+            self.stats, ((connection.info, connection.pushes_sent) for connection in self._connections.values())
+        )
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Answer a plain HTTP request, or check a handshake (``None`` lets it proceed)."""
+        path = http_answers.path_of(request.path)
+        if path == http_answers.STATS_PATH:
+            if request.method != "GET":
+                return http_answers.response(http.HTTPStatus.METHOD_NOT_ALLOWED, "Method Not Allowed")
+            return http_answers.response(http.HTTPStatus.OK, orjson.dumps(self.snapshot()))
+        if path != http_answers.WS_PATH:
             return self._refuse(request, http.HTTPStatus.NOT_FOUND, "Not Found")
         offered = http_answers.query_value(request.path, "apikey")
         if offered is None or not hmac.compare_digest(offered.encode(), self.options.api_key.encode()):

@@ -22,6 +22,7 @@ from tests.simulator.support import (
     collect,
     eventually,
     frames_for,
+    http_request,
     recv_code,
     recv_json,
     recv_text,
@@ -329,3 +330,39 @@ async def test_stop_closes_clients_with_going_away_and_is_idempotent() -> None:
         assert closed.value.rcvd is not None
         assert closed.value.rcvd.code == 1001
     await sim.stop()
+
+
+async def test_stats_endpoint_lists_each_connection_with_its_subscriptions_and_pushes() -> None:
+    """``GET /sim/stats`` is plain JSON: per open connection its codes per stream, kline intervals and pushes."""
+    options = sim_options(rate=2000, depth_rate=1000, kline_rate=0, max_pushes=40, max_depth_pushes=10)
+    async with Simulator(options) as sim, session(sim) as first, session(sim, "stock") as second:
+        await send_request(first, SUBSCRIBE_TRADE, "t", {"codes": "BTCUSDT,ETHUSDT"})
+        arr = [{"type": 1, "codes": "BTCUSDT"}, {"type": 5, "codes": "BTCUSDT"}]
+        await send_request(first, SUBSCRIBE_KLINE, "k", {"arr": arr})
+        await send_request(second, SUBSCRIBE_DEPTH, "d", {"codes": "AAPL.US"})
+        await recv_code(first, 10007)
+        await recv_code(second, 10004)
+        await eventually(lambda: sim.stats.trades_sent == 40 and sim.stats.depth_sent == 10)
+        status, headers, body = await http_request(sim, "GET", "/sim/stats")
+        assert status == 200
+        assert headers["content-type"] == "application/json"
+        document = json.loads(body)
+        one, two = document["connections"]
+        assert (one["id"], one["business"], two["id"], two["business"]) == (1, "crypto", 2, "stock")
+        assert one["subscriptions"] == {"trade": ["BTCUSDT", "ETHUSDT"], "depth": [], "kline": {"BTCUSDT": [1, 5]}}
+        assert two["subscriptions"] == {"trade": [], "depth": ["AAPL.US"], "kline": {}}
+        assert one["pushes_sent"] == {"trade": 40, "depth": 0, "kline": 0}
+        assert two["pushes_sent"] == {"trade": 0, "depth": 10, "kline": 0}
+        assert one["frames_received"] == 2
+        assert document["totals"]["pushes_sent"] == {"trade": 40, "depth": 10, "kline": 0}
+        assert document["totals"]["connections"] == 2
+    async with Simulator(sim_options()) as sim:
+        async with session(sim):
+            pass
+        await eventually(lambda: sim.stats.connections == 0)
+        status, _, body = await http_request(sim, "GET", "/sim/stats")
+        assert status == 200
+        assert json.loads(body)["connections"] == []
+        assert json.loads(body)["totals"]["connections_total"] == 1
+        assert (await http_request(sim, "DELETE", "/sim/stats"))[0] == 405
+        assert sim.stats.handshakes_refused == 0
