@@ -9,13 +9,22 @@ Each connection runs two tasks, owned by :meth:`ServedConnection.serve`:
   directive behind it. Applying a frame and queueing its reply happen with no await between,
   so an ack always leaves before the first push of what it acknowledges. From a cut on, the
   reader still reads (so the closing handshake completes) but answers nothing;
-* the *sender*, the only task that writes to the socket, sends control replies first and then
-  the pushes the pacer put in the connection's backlog, each built at send time so its
-  timestamp is the real time of sending. A push is counted (and recorded) only once the socket
-  accepted it; one whose code was unsubscribed meanwhile is dropped and its reservation
-  released. After every push it asks the gateway what follows: a bad frame of ``garbage_every``
-  and, after ``close_after_pushes``, an abort once the transport has drained, so the N pushes
-  are on the wire.
+* the *sender*, the only task that writes to the socket, sends control replies first (one
+  awaited ``send`` each: they are few) and then the pushes the pacer put in the connection's
+  backlog. That is the fast path: up to :data:`_BATCH` pushes at a time are rendered as bytes
+  (the market writes them from integers), framed here (:mod:`~bridge.simulator.wire`) and handed
+  to the transport in one write, then the sender waits for the transport to drain below its
+  high-water mark and yields. The clock is read once per batch, just before rendering, so a
+  push's ``t`` is at most the batch's render time (well under a millisecond) older than its
+  write. A push whose code was unsubscribed meanwhile is dropped and its reservation released;
+  a push is counted (and recorded) once written. After every push, when a fault counts pushes,
+  it asks the gateway what follows: a bad frame of ``garbage_every`` goes right behind it in
+  the same write and, after ``close_after_pushes``, the batch ends there and the connection is
+  aborted once the transport has drained, so the N pushes are on the wire.
+
+Writing to the transport directly, beside websockets' own writes (control replies, pings, the
+closing handshake), is safe because everything runs on one event loop and each write is whole
+frames; pushes are written only while the connection is open, never after a close frame.
 
 Control replies are few (one per client frame) but still bounded: when the queue is full the
 reader waits for room, which stops reading the socket and pushes back on the client.
@@ -34,6 +43,7 @@ from typing import Final
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from bridge.records import Stream
 from bridge.simulator.gateway import Gateway, Line, garbage_frame
@@ -41,12 +51,13 @@ from bridge.simulator.market import Market
 from bridge.simulator.options import SimulatorOptions, SimulatorStats
 from bridge.simulator.pacer import Due, StreamPacer
 from bridge.simulator.recorder import SentRecorder
+from bridge.simulator.wire import frame, text_frame
 
 logger = logging.getLogger("bridge.simulator")
 
-# Yield to the loop after this many sends in a row: a send that does not fill the write buffer
-# never yields, and one busy connection must not starve the pacer and the other connections.
-_SENDS_PER_YIELD: Final = 64
+# Pushes rendered into one transport write: enough to make the write's cost vanish per push,
+# few enough (about 30 KB of trades) that the pacer and other connections wait little.
+_BATCH: Final = 256
 # Replies owed to one client before its reader stops reading (and so stops the client).
 _CONTROL_LIMIT: Final = 64
 
@@ -83,6 +94,14 @@ class ServerState:
         if market is None:
             market = self._markets[business] = Market(business, self.seed)
         return market
+
+
+class _BatchEnd(enum.Enum):
+    """How a batch of pushes ended: more may follow, the connection is to be aborted, or it is closing."""
+
+    CONTINUE = "continue"
+    ABORT = "abort"
+    CLOSED = "closed"
 
 
 class _Close(enum.Enum):
@@ -170,16 +189,11 @@ class ServedConnection:
 
     async def _send(self) -> None:
         """The only writer of the socket: control replies first, then pushes owed; safe to cancel."""
-        state, ws, info = self._state, self.ws, self.info
-        recorder = state.recorder
+        ws = self.ws
         while True:
             await self.wake.wait()
             self.wake.clear()
-            sends = 0
             while True:
-                sends += 1
-                if sends % _SENDS_PER_YIELD == 0:
-                    await asyncio.sleep(0)
                 if self._control:
                     reply = self._control.popleft()
                     self._control_room.set()
@@ -190,35 +204,71 @@ class ServedConnection:
                     continue
                 if not self.backlog:
                     break
-                due = self.backlog.popleft()
-                pacer = state.pacers[due.stream]
-                if not info.wants(due.stream, due.code, due.interval):
-                    pacer.release()
-                    continue
-                frame = self._build(due)
-                sent = False
-                try:
-                    await ws.send(frame)
-                    sent = True
-                finally:
-                    if not sent:
-                        pacer.release()
-                state.stats.pushes_sent[due.stream] += 1
-                self.pushes_sent[due.stream] += 1
-                if recorder is not None:
-                    recorder.write(info.business, frame)
-                after = state.gateway.pushed(self.line, due.stream, due.code)
+                end = self._write_batch()
+                if end is _BatchEnd.CLOSED:
+                    return
+                if end is _BatchEnd.ABORT:
+                    self._state.version += 1
+                    await self._drain()
+                    self.abort()
+                    return
+                # Backpressure (the transport is above its high-water mark), then let the pacer
+                # and the other connections run before the next batch.
+                await ws.drain()
+                await asyncio.sleep(0)
+
+    def _write_batch(self) -> _BatchEnd:
+        """Render up to :data:`_BATCH` pushes owed and write them, with what follows them, in one write.
+
+        Pushes whose code was unsubscribed meanwhile are dropped and their reservations released.
+        The clock is read once: every push of the batch is stamped (at least) then, less than a
+        millisecond before the write at the rates the fast path reaches.
+        """
+        state, info, ws = self._state, self.info, self.ws
+        if ws.state is not State.OPEN:
+            return _BatchEnd.CLOSED
+        backlog, pacers, gateway, line, recorder = self.backlog, state.pacers, state.gateway, self.line, state.recorder
+        market = state.market(info.business)
+        watch = gateway.watches_pushes
+        chunks: list[bytes] = []
+        counts = dict.fromkeys(Stream, 0)
+        now = now_millis()
+        end = _BatchEnd.CONTINUE
+        for _ in range(min(len(backlog), _BATCH)):
+            stream, code, interval = backlog.popleft()
+            if not info.wants(stream, code, interval):
+                pacers[stream].release()
+                continue
+            if stream is Stream.TRADE:
+                payload = market.trade_frame(code, now)
+            elif stream is Stream.DEPTH:
+                payload = market.depth_frame(code, now)
+            else:
+                assert interval is not None  # kline pairs always carry their interval
+                payload = market.kline_frame(code, interval, now)
+            chunks.append(text_frame(payload))
+            counts[stream] += 1
+            if recorder is not None:
+                recorder.write(info.business, payload)
+            if watch:
+                after = gateway.pushed(line, stream, code)
                 if after.garbage is not None:
-                    bad = garbage_frame(after.garbage, after.symbol, now_millis())
-                    await ws.send(bad)
+                    bad = garbage_frame(after.garbage, after.symbol, now)
+                    chunks.append(frame(bad))
                     state.stats.garbage_sent += 1
                     if recorder is not None:
                         recorder.write_garbage(info.business, bad, after.garbage)
                 if after.abort:
-                    state.version += 1
-                    await self._drain()
-                    self.abort()
-                    return
+                    end = _BatchEnd.ABORT
+                    break
+        if not watch:
+            line.pushes += sum(counts.values())
+        if chunks:
+            ws.transport.write(b"".join(chunks))
+        for stream, count in counts.items():
+            state.stats.pushes_sent[stream] += count
+            self.pushes_sent[stream] += count
+        return end
 
     async def _drain(self) -> None:
         """Wait until the transport has handed every byte to the kernel, for ``close_timeout`` at most."""
@@ -227,13 +277,3 @@ class ServedConnection:
             async with asyncio.timeout(self._state.options.close_timeout):
                 while transport.get_write_buffer_size() > 0:  # noqa: ASYNC110 - asyncio has no drained event
                     await asyncio.sleep(0.001)
-
-    def _build(self, due: Due) -> str:
-        market = self._state.market(self.info.business)
-        now = now_millis()
-        if due.stream is Stream.TRADE:
-            return market.trade_frame(due.code, now)
-        if due.stream is Stream.DEPTH:
-            return market.depth_frame(due.code, now)
-        assert due.interval is not None  # kline pairs always carry their interval
-        return market.kline_frame(due.code, due.interval, now)

@@ -235,6 +235,11 @@ class Gateway:
         self.refused = 0
         self.key_frames = RollingCount(rules.frame_window, KEY_WINDOW_CAP)
 
+    @property
+    def watches_pushes(self) -> bool:
+        """Whether :meth:`pushed` can answer anything but "nothing follows" (a fault counts pushes)."""
+        return self.rules.garbage_every is not None or self.rules.close_after_pushes is not None
+
     def refusal(self) -> int | None:
         """The HTTP status to refuse a handshake that carries the right key with, or ``None`` to accept it."""
         status, budget = self.rules.refuse_handshake_status, self.rules.refuse_handshakes

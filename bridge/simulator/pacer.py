@@ -57,7 +57,7 @@ class Allocation(Generic[TargetT]):
     """What one :meth:`StreamPacer.allocate` did: who got new pushes, and how many were skipped."""
 
     woken: set[TargetT] = field(default_factory=set)
-    """Targets whose backlog grew: their senders have work."""
+    """Targets whose backlog was empty and grew: their senders, waiting, have work."""
     handed: int = 0
     skipped: int = 0
     """Pushes due to a target whose backlog was full (a client that does not read fast enough)."""
@@ -116,10 +116,12 @@ class StreamPacer:
             if len(backlog) >= backlog_limit:
                 allocation.skipped += 1
                 continue
+            if not backlog:
+                # A sender waits only once its backlog is empty: only that one needs waking.
+                allocation.woken.add(target)
             backlog.append(push)
             self.reserved += 1
             allocation.handed += 1
-            allocation.woken.add(target)
         return allocation
 
     def release(self, count: int = 1) -> None:

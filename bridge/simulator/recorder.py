@@ -29,9 +29,9 @@ class SentRecorder:
         self._file: IO[bytes] = path.open("ab")
         self._dirty = False
 
-    def write(self, business: str, frame: str) -> None:
-        """Record one push as sent."""
-        self._file.write(orjson.dumps({"business": business, "frame": frame}) + b"\n")
+    def write(self, business: str, frame: bytes) -> None:
+        """Record one push (UTF-8 JSON text) as sent."""
+        self._file.write(orjson.dumps({"business": business, "frame": frame.decode()}) + b"\n")
         self._dirty = True
 
     def write_garbage(self, business: str, frame: str | bytes, kind: GarbageKind) -> None:

@@ -14,8 +14,9 @@ Plain HTTP on the same port reaches ``process_request`` too: ``GET /sim/stats`` 
 One *pacer* task per server turns the configured rates into pushes owed: every tick (10 ms) it
 passes the time elapsed to one :class:`~bridge.simulator.pacer.StreamPacer` per stream, which
 hands the whole pushes due round-robin to the subscribed (connection, code) pairs (for klines,
-(connection, code, interval)) and skips a slow client whose bounded backlog is full. The socket
-write itself is awaited, so the websockets write buffer is the other bound.
+(connection, code, interval)) and skips a slow client whose bounded backlog is full. The sender
+writes its backlog in batches and waits for the transport to drain, so the transport's write
+buffer is the other bound.
 
 A connection on a business without data (any value outside
 :data:`~bridge.simulator.market.BUSINESSES`) is acked and then stays silent, like the vendor.

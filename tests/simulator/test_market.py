@@ -7,6 +7,7 @@ from calendar import timegm
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -184,9 +185,21 @@ def test_same_seed_gives_same_values_whatever_the_order_of_symbols() -> None:
 def test_frames_are_compact_json_with_the_production_envelope() -> None:
     """A frame is ``{"code":..,"data":{..}}`` with no spaces, like ``frames/push_trade.json``."""
     frame = Market("crypto", seed=1).trade_frame("BTCUSDT", 1_786_775_227_483)
-    assert frame.startswith('{"code":10002,"data":{"p":"')
-    assert " " not in frame
+    assert frame.startswith(b'{"code":10002,"data":{"p":"')
+    assert b" " not in frame
     assert list(json.loads(frame)["data"]) == ["p", "s", "t", "td", "v", "vw"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(SEEDS, st.sampled_from(BUSINESSES), SYMBOLS | st.text(min_size=1, max_size=6), NOW_MS)
+def test_rendered_frames_are_byte_for_byte_what_orjson_writes(
+    seed: int, business: str, symbol: str, now_ms: int
+) -> None:
+    """Trades and books written from integers equal orjson's compact encoding of the same values, odd symbols too."""
+    market = Market(business, seed)
+    for _ in range(5):
+        for frame in (market.trade_frame(symbol, now_ms), market.depth_frame(symbol, now_ms)):
+            assert orjson.dumps(orjson.loads(frame)) == frame
 
 
 @pytest.mark.parametrize(
