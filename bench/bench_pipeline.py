@@ -38,11 +38,11 @@ def frames(count: int) -> list[str]:
         symbol = ("BTCUSDT", "ETHUSDT", "SOLUSDT")[index % 3]
         kind = index % 20
         if kind < 14:
-            made.append(market.trade_frame(symbol, now + index))
+            made.append(market.trade_frame(symbol, now + index).decode())
         elif kind < 19:
-            made.append(market.depth_frame(symbol, now + index))
+            made.append(market.depth_frame(symbol, now + index).decode())
         else:
-            made.append(market.kline_frame(symbol, KlineInterval.MIN_1, now + index))
+            made.append(market.kline_frame(symbol, KlineInterval.MIN_1, now + index).decode())
     return made
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from bridge.feed import vendor_url
 from bridge.redact import redact
-from bridge.simulator import Simulator, SimulatorOptions
+from bridge.simulator import GatewayRules, Simulator, SimulatorOptions
 from bridge.timing import RetryPolicy
 from tests.conftest import free_port
 from tests.harness import API_KEY, RunningBridge, bridge_config, eventually, topics
@@ -187,7 +187,9 @@ def test_redaction_masks_the_query_key_and_long_literal_secrets() -> None:
 
 async def test_terminal_refusal_is_counted_and_ends_the_run(kafka_bootstrap: str) -> None:
     """A 401 handshake counts one terminal error and the bridge ends with status 4, no retry."""
-    async with Simulator(SimulatorOptions(port=0, api_key=API_KEY, refuse_handshake_status=401)) as sim:
+    async with Simulator(
+        SimulatorOptions(port=0, api_key=API_KEY, rules=GatewayRules(refuse_handshake_status=401))
+    ) as sim:
         config = bridge_config(sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT"]}])
         async with RunningBridge(config) as running:
             assert await running.exit_code() == 4

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bridge.simulator import Simulator, SimulatorOptions
+from bridge.simulator import GatewayRules, Simulator, SimulatorOptions
 from tests.harness import API_KEY, RunningBridge, bridge_config, eventually
 from tests.kafka_tools import apache_schema, consume, decode, read_sent_frames
 
@@ -51,7 +51,9 @@ async def test_abrupt_close_reconnects_resubscribes_and_loses_nothing_after(
 ) -> None:
     """After resets every 150 pushes, each push sent reaches Kafka once, per-connection sequences intact."""
     sent_file = tmp_path / "sent.jsonl"
-    async with Simulator(options(close_after_pushes=150, max_pushes=600, record_sent=sent_file)) as sim:
+    async with Simulator(
+        options(max_pushes=600, record_sent=sent_file, rules=GatewayRules(close_after_pushes=150))
+    ) as sim:
         config = bridge_config(sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT", "ETHUSDT"]}])
         async with RunningBridge(config) as running:
             await eventually(lambda: sim.stats.trades_sent == 600, timeout=30, what="600 trades sent")
@@ -75,7 +77,7 @@ async def test_abrupt_close_reconnects_resubscribes_and_loses_nothing_after(
 
 async def test_heartbeat_timeout_513_reconnects(kafka_bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
     """Without heartbeats in time the vendor sends 513 and closes; the bridge counts it and reconnects."""
-    async with Simulator(options(heartbeat_timeout=0.4)) as sim:
+    async with Simulator(options(rules=GatewayRules(heartbeat_timeout=0.4))) as sim:
         config = bridge_config(
             sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT"]}],
             source={"heartbeat_interval_seconds": 30},
@@ -97,7 +99,7 @@ async def test_heartbeat_timeout_513_reconnects(kafka_bootstrap: str, caplog: py
 
 async def test_heartbeats_in_time_prevent_513(kafka_bootstrap: str) -> None:
     """Heartbeats more often than the vendor's timeout keep the connection: no 513, one connection."""
-    async with Simulator(options(heartbeat_timeout=0.5)) as sim:
+    async with Simulator(options(rules=GatewayRules(heartbeat_timeout=0.5))) as sim:
         config = bridge_config(
             sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT"]}],
             source={"heartbeat_interval_seconds": 0.15},
@@ -109,7 +111,7 @@ async def test_heartbeats_in_time_prevent_513(kafka_bootstrap: str) -> None:
 
 async def test_501_backs_off_and_recovers(kafka_bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
     """A 501 answer to the first subscribe is counted, the bridge reconnects after a backoff and data flows."""
-    async with Simulator(options(fail_subscribe_nth=1)) as sim:
+    async with Simulator(options(rules=GatewayRules(fail_subscribe_nth=1))) as sim:
         config = bridge_config(sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT"]}])
         async with RunningBridge(config) as running:
             await eventually(lambda: running.bridge.readiness()[0], what="subscribed after the 501")
@@ -125,7 +127,7 @@ async def test_501_backs_off_and_recovers(kafka_bootstrap: str, caplog: pytest.L
 
 async def test_429_handshakes_back_off_then_connect(kafka_bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
     """Three 429 handshakes are counted by status and retried with backoff; the fourth connects."""
-    async with Simulator(options(refuse_handshake_status=429, refuse_handshakes=3)) as sim:
+    async with Simulator(options(rules=GatewayRules(refuse_handshake_status=429, refuse_handshakes=3))) as sim:
         config = bridge_config(sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT"]}])
         async with RunningBridge(config) as running:
             await eventually(lambda: running.bridge.readiness()[0], what="subscribed after three 429s")
@@ -142,7 +144,7 @@ async def test_subscribe_fail_505_is_reported_not_resent(
     kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A 'Subscribe fail:' 505 is reported with its trace and the same subscription is not sent again."""
-    async with Simulator(options(subscribe_fail_505_nth=1)) as sim:
+    async with Simulator(options(rules=GatewayRules(subscribe_fail_505_nth=1))) as sim:
         config = bridge_config(
             sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT"], "streams": ["trade", "depth"]}]
         )
@@ -160,7 +162,7 @@ async def test_subscribe_fail_505_is_reported_not_resent(
 
 async def test_twenty_forced_reconnects_never_exceed_the_frame_budget(kafka_bootstrap: str) -> None:
     """Across 20 forced reconnects the gateway never sees more than 60 frames a minute from the key."""
-    async with Simulator(options(close_after_pushes=5, rate=300)) as sim:
+    async with Simulator(options(rate=300, rules=GatewayRules(close_after_pushes=5))) as sim:
         config = bridge_config(
             sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT", "ETHUSDT"]}],
             source={"heartbeat_interval_seconds": 1},

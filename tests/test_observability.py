@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.logs import JsonFormatter
 from bridge.metrics import BridgeMetrics, bucket_quantile, histogram_buckets, histogram_quantile
-from bridge.simulator import Simulator, SimulatorOptions
+from bridge.simulator import GatewayRules, Simulator, SimulatorOptions
 from tests.harness import API_KEY, RunningBridge, bridge_config, eventually
 
 
@@ -48,10 +48,8 @@ def total(found: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str
 
 async def test_metrics_under_vendor_faults_over_http(kafka_bootstrap: str) -> None:
     """Scraped over HTTP: 513, 501 and a refused 429 counted by code, reconnects by reason, lag count = records."""
-    options = SimulatorOptions(
-        port=0, api_key=API_KEY, rate=300, heartbeat_timeout=1.0, fail_subscribe_nth=2,
-        refuse_handshake_status=429, refuse_handshakes=1,
-    )  # fmt: skip
+    rules = GatewayRules(heartbeat_timeout=1.0, fail_subscribe_nth=2, refuse_handshake_status=429, refuse_handshakes=1)
+    options = SimulatorOptions(port=0, api_key=API_KEY, rate=300, rules=rules)
     async with Simulator(options) as sim:
         config = bridge_config(
             sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT", "ETHUSDT"]}],
@@ -116,7 +114,9 @@ async def test_readyz_is_200_once_subscribed(kafka_bootstrap: str) -> None:
 
 async def test_readyz_is_503_until_subscribed_and_metrics_never_carry_the_key(kafka_bootstrap: str) -> None:
     """/readyz answers 503 with the reason while no connection is subscribed; no exposition contains the key."""
-    async with Simulator(SimulatorOptions(port=0, api_key=API_KEY, rate=100, refuse_handshake_status=503)) as sim:
+    async with Simulator(
+        SimulatorOptions(port=0, api_key=API_KEY, rate=100, rules=GatewayRules(refuse_handshake_status=503))
+    ) as sim:
         config = bridge_config(sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT"]}])
         async with RunningBridge(config) as running:
             await eventually(lambda: running.bridge.metrics_port is not None, what="the metrics endpoint")

@@ -27,7 +27,7 @@ from bridge.config import parse_config
 from bridge.errors import TopicMissing
 from bridge.records import Stream
 from bridge.serialize import KafkaMessage
-from bridge.simulator import Simulator, SimulatorOptions
+from bridge.simulator import GatewayRules, Simulator, SimulatorOptions
 from bridge.topics import ensure_topics
 from tests.conftest import LocalBroker
 from tests.harness import API_KEY, RunningBridge, SpooledSink, bridge_config, eventually, topics
@@ -254,7 +254,14 @@ async def test_garbage_goes_to_the_dead_letter_topic_while_the_stream_goes_on(
     """Interleaved garbage lands in the dead-letter topic with reasons and raw text; every trade still arrives."""
     sent_file = tmp_path / "sent.jsonl"
     async with Simulator(
-        SimulatorOptions(port=0, api_key=API_KEY, rate=300, max_pushes=300, garbage_every=20, record_sent=sent_file)
+        SimulatorOptions(
+            port=0,
+            api_key=API_KEY,
+            rate=300,
+            max_pushes=300,
+            record_sent=sent_file,
+            rules=GatewayRules(garbage_every=20),
+        )
     ) as sim:
         config = bridge_config(sim.url, kafka_bootstrap, [{"business": "crypto", "codes": ["BTCUSDT"]}])
         async with RunningBridge(config) as running:

@@ -10,62 +10,75 @@ import argparse
 import asyncio
 import logging
 import signal
+import textwrap
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from bridge.records import Stream
-from bridge.simulator.gateway import DEFAULT_FRAME_LIMIT, DEFAULT_FRAME_WINDOW, DEFAULT_MAX_CODES
-from bridge.simulator.server import (
-    DEFAULT_API_KEY,
-    DEFAULT_HOST,
-    DEFAULT_PORT,
-    DEFAULT_RATE,
-    Simulator,
-    SimulatorOptions,
-)
+from bridge.simulator.gateway import GatewayRules
+from bridge.simulator.options import SimulatorOptions
+from bridge.simulator.server import Simulator
 
 logger = logging.getLogger("bridge.simulator")
 
-DESCRIPTION = (
-    "Serve the vendor's WebSocket protocol locally at ws://HOST:PORT/ws?business=<stock|crypto|common|"
-    "japan|india>&apikey=KEY: a wrong key is refused with HTTP 401, subscriptions are acked with their "
-    "trace, and every subscribed code gets synthetic trades, depth and klines shaped like the production "
-    "frames until it is unsubscribed. Like the gateway it enforces 60 client frames per minute per "
-    "connection (501 and a cut) and 600 codes per connection (505). Fault modes, all off unless asked: "
-    "abrupt disconnects (--close-after), heartbeat timeouts (513), a failing Nth subscribe (501 or 505), "
-    "refused handshakes (401, 429, 5xx) and bad frames among the pushes (--garbage-every). "
-    "Runs until SIGINT or SIGTERM."
+# Both texts are printed as written (RawDescriptionHelpFormatter): argparse's reflowing would
+# run the examples together and could break a flag across lines.
+DESCRIPTION = """\
+Serve the vendor's WebSocket protocol locally at ws://HOST:PORT/ws, with the query parameters
+business (stock, crypto, common, japan or india) and apikey. A wrong key is refused with HTTP
+401, subscriptions are acked with their trace, and every subscribed code gets synthetic trades,
+depth and klines shaped like the production frames until it is unsubscribed.
+
+Like the gateway it enforces 60 client frames per minute per connection (501 and a cut) and
+600 codes per connection (505). Fault modes, all off unless asked: abrupt disconnects
+(--close-after), heartbeat timeouts (513), a failing Nth subscribe (501 or 505), refused
+handshakes (401, 429, 5xx) and bad frames among the pushes (--garbage-every).
+
+GET /sim/stats on the same port answers JSON: each open connection with its codes per stream,
+kline intervals and pushes sent, and the totals.
+
+Runs until SIGINT or SIGTERM."""
+EXAMPLES = (
+    ("a reproducible run, every push recorded", "--port 8765 --rate 1000 --seed 7 --record-sent sent.jsonl"),
+    (
+        "a flaky feed: cuts, bad frames, heartbeat timeouts",
+        "--close-after 5000 --garbage-every 1000 --heartbeat-timeout 45",
+    ),
+    ("the first two handshakes refused with 503", "--refuse-handshake 503 --refuse-handshakes 2"),
 )
-EPILOG = (
-    "examples: infoway-bridge simulate --port 8765 --rate 1000 --api-key demo-key --seed 7 --record-sent sent.jsonl; "
-    "a flaky feed: infoway-bridge simulate --close-after 5000 --garbage-every 1000 --refuse-handshake 503 "
-    "--refuse-handshakes 2 --heartbeat-timeout 45"
-)
+"""What each example shows, and its flags."""
+EPILOG = "examples:\n" + "".join(f"  # {what}\n  infoway-bridge simulate {flags}\n" for what, flags in EXAMPLES)
 DEFAULT_SUMMARY_SECONDS = 5.0
+_DEFAULTS = SimulatorOptions()
 
 
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the simulator's options to ``parser`` (and its description, if it has none)."""
+    """Add the simulator's options to ``parser`` (and its description, if it has none).
+
+    The parser prints its description and epilog as written, so the examples keep their lines.
+    """
+    parser.formatter_class = _HelpFormatter
     if parser.description is None:
         parser.description = DESCRIPTION
     if parser.epilog is None:
         parser.epilog = EPILOG
-    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on (default: %(default)s)")
+    parser.add_argument("--host", default=_DEFAULTS.host, help="address to listen on (default: %(default)s)")
     parser.add_argument(
         "--port",
         type=_port,
-        default=DEFAULT_PORT,
+        default=_DEFAULTS.port,
         help="TCP port to listen on; 0 picks a free one, shown in the start line (default: %(default)s)",
     )
     parser.add_argument(
         "--api-key",
-        default=DEFAULT_API_KEY,
+        default=_DEFAULTS.api_key,
         help="the only API key the handshake accepts; any other, or none, gets HTTP 401 (default: %(default)s)",
     )
     parser.add_argument(
         "--rate",
         type=_rate,
-        default=DEFAULT_RATE,
+        default=_DEFAULTS.rate,
         metavar="PER_SECOND",
         help="trade pushes per second in total, spread round-robin over every subscribed "
         "(connection, code) pair (default: %(default)g)",
@@ -108,7 +121,8 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help='append one JSON line per push sent, {"business": ..., "frame": "<the exact text>"}, and per '
         'bad frame of --garbage-every the same with "garbage": <kind> (a binary frame as latin-1 text), '
-        "flushed every 10 ms and at shutdown (default: no record)",
+        "flushed every 10 ms and at shutdown; per stream, (symbol, t) identifies every trade and book push, "
+        "t being bumped 1 ms past a repeat (default: no record)",
     )
     parser.add_argument(
         "--seed",
@@ -122,7 +136,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--frame-limit",
         type=_count,
-        default=DEFAULT_FRAME_LIMIT,
+        default=_DEFAULTS.rules.frame_limit,
         metavar="N",
         help="client frames (subscribes, unsubscribes, heartbeats, anything) one connection may send in "
         "--frame-window seconds; the frame past it gets error 501 and the connection is closed; 0 turns "
@@ -131,20 +145,21 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--frame-window",
         type=_seconds,
-        default=DEFAULT_FRAME_WINDOW,
+        default=_DEFAULTS.rules.frame_window,
         metavar="SECONDS",
         help="the rolling window of --frame-limit, also used to measure the most frames per key (default: %(default)g)",
     )
     faults.add_argument(
         "--max-codes-per-connection",
         type=_count,
-        default=DEFAULT_MAX_CODES,
+        default=_DEFAULTS.rules.max_codes_per_connection,
         metavar="N",
         help="distinct codes one connection may hold over all streams; a subscribe past it is refused with "
         "'Subscribe fail:' and error 505 and adds nothing; 0 means no cap (default: %(default)s)",
     )
     faults.add_argument(
         "--close-after",
+        dest="close_after_pushes",
         type=_positive,
         metavar="N",
         help="abort each connection, with no WebSocket close frame, once it has been sent N pushes; "
@@ -173,6 +188,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     faults.add_argument(
         "--refuse-handshake",
+        dest="refuse_handshake_status",
         type=_status,
         metavar="STATUS",
         help="refuse handshakes that carry the right key with this HTTP status (401 and 429 with the "
@@ -208,29 +224,11 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
     Raises:
         ValueError: a combination the options refuse.
     """
-    return SimulatorOptions(
-        host=args.host,
-        port=args.port,
-        api_key=args.api_key,
-        rate=args.rate,
-        depth_rate=args.depth_rate,
-        kline_rate=args.kline_rate,
-        max_pushes=args.max_pushes,
-        max_depth_pushes=args.max_depth_pushes,
-        max_kline_pushes=args.max_kline_pushes,
-        record_sent=args.record_sent,
-        seed=args.seed,
-        close_after_pushes=args.close_after,
-        heartbeat_timeout=args.heartbeat_timeout,
-        fail_subscribe_nth=args.fail_subscribe_nth,
-        refuse_handshake_status=args.refuse_handshake,
-        refuse_handshakes=args.refuse_handshakes,
-        subscribe_fail_505_nth=args.subscribe_fail_505_nth,
-        garbage_every=args.garbage_every,
-        frame_limit=args.frame_limit,
-        frame_window=args.frame_window,
-        max_codes_per_connection=args.max_codes_per_connection,
-    )
+    # Every flag's dest is the name of the field it sets; fields with no flag keep their defaults.
+    given = vars(args)
+    rules = GatewayRules(**{rule.name: given[rule.name] for rule in fields(GatewayRules)})
+    flagged = {option.name: given[option.name] for option in fields(SimulatorOptions) if option.name in given}
+    return SimulatorOptions(**{**flagged, "rules": rules})
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -317,6 +315,14 @@ async def _summarize(sim: Simulator, every: float) -> None:
             stats.max_frames_in_window_per_key,
         )
         last_time, last_sent = now, sent
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Description and epilog as written; option help wrapped at spaces only, never inside a ``--flag``."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        # argparse's own version wraps with textwrap's default break_on_hyphens=True.
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 def _integer_in(low: int, high: int | None, what: str) -> Callable[[str], int]:

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-The vendor's gateway sits in front of the reply logic of :mod:`bridge.simulator.session`: it
+The vendor's gateway sits in front of the reply logic of :mod:`bridge.simulator.replies`: it
 counts frames, cuts clients and sometimes misbehaves. :class:`Gateway` is that layer as a plain
 object. The server hands it every client frame with the monotonic time of receipt
 (:meth:`Gateway.receive`), asks it after every push sent whether something follows
@@ -21,10 +21,13 @@ A client frame passes these checks, in this order (the first that applies decide
 3. subscribes (10000/10003/10006) are numbered over the server's whole life, whether valid or
    not; the ``fail_subscribe_nth`` one gets 501 and a cut, the ``subscribe_fail_505_nth`` one the
    prefixed 505 and changes nothing;
-4. everything else is :func:`~bridge.simulator.session.reply_to`, with the code cap.
+4. everything else is :func:`~bridge.simulator.replies.reply_to`, with the code cap.
 
 Windows are half-open like the bridge's own budget (``bridge.protocol.budget``): a frame at ``t``
 counts for every ``now`` with ``t <= now < t + window``.
+
+A handshake that carries the right key is refused with ``refuse_handshake_status`` while fewer
+than ``refuse_handshakes`` have been (every one when that is ``None``): :meth:`Gateway.refusal`.
 
 Pushes are counted per connection: after every ``garbage_every`` of them one bad frame follows,
 its kind cycling through :data:`GARBAGE_KINDS`, and after ``close_after_pushes`` the connection
@@ -33,6 +36,7 @@ is aborted (the garbage, when both fall on the same push, goes first).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,7 +46,7 @@ import orjson
 
 from bridge.protocol.codes import RequestCode, ResponseCode
 from bridge.records import Stream
-from bridge.simulator.session import (
+from bridge.simulator.replies import (
     PRODUCTION_CODE_LIMIT,
     SUBSCRIBE_CODES,
     ClientInfo,
@@ -121,25 +125,64 @@ class RollingCount:
 
 @dataclass(frozen=True, slots=True)
 class GatewayRules:
-    """The limits and fault modes in force; ``0`` or ``None`` turns one off.
+    """The limits and fault modes in force, validated at construction; ``0`` or ``None`` turns one off.
 
-    The server builds these from :class:`~bridge.simulator.server.SimulatorOptions`, which
-    validates them; the meaning of each is in this module's docstring.
+    The meaning of each is in this module's docstring; the handshake refusals are decided by
+    :meth:`Gateway.refusal`.
     """
 
     frame_limit: int = DEFAULT_FRAME_LIMIT
+    """Client frames one connection may send in ``frame_window``; more gets 501 and a cut. 0: no limit."""
     frame_window: float = DEFAULT_FRAME_WINDOW
-    max_codes: int = DEFAULT_MAX_CODES
+    """Seconds of the rolling frame window, enforced or only measured per key."""
+    max_codes_per_connection: int = DEFAULT_MAX_CODES
+    """Distinct codes one connection may hold over all streams; a subscribe past it gets 505. 0: no cap."""
     heartbeat_timeout: float | None = None
+    """Seconds without a heartbeat (from the handshake, then from the last one) before 513 and a close."""
     fail_subscribe_nth: int | None = None
+    """The Nth subscribe over the server's life gets 501 and a cut connection."""
     subscribe_fail_505_nth: int | None = None
+    """The Nth subscribe over the server's life gets the prefixed 505 and adds nothing."""
     close_after_pushes: int | None = None
+    """Abort each connection (no close frame) once it has been sent this many pushes."""
     garbage_every: int | None = None
+    """Send one bad frame after every N pushes of a connection, kinds in turn."""
+    refuse_handshake_status: int | None = None
+    """Refuse handshakes that carry the right key with this HTTP status (400..599)."""
+    refuse_handshakes: int | None = None
+    """How many handshakes ``refuse_handshake_status`` refuses; ``None``: every one."""
+
+    def __post_init__(self) -> None:
+        for name, count in (
+            ("close_after_pushes", self.close_after_pushes),
+            ("fail_subscribe_nth", self.fail_subscribe_nth),
+            ("refuse_handshakes", self.refuse_handshakes),
+            ("subscribe_fail_505_nth", self.subscribe_fail_505_nth),
+            ("garbage_every", self.garbage_every),
+        ):
+            if count is not None and count < 1:
+                raise ValueError(f"{name} must be >= 1, not {count}")
+        for name, limit in (
+            ("frame_limit", self.frame_limit),
+            ("max_codes_per_connection", self.max_codes_per_connection),
+        ):
+            if limit < 0:
+                raise ValueError(f"{name} must be >= 0, not {limit}")
+        for name, seconds in (("heartbeat_timeout", self.heartbeat_timeout), ("frame_window", self.frame_window)):
+            if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+                raise ValueError(f"{name} must be a finite number > 0, not {seconds}")
+        status = self.refuse_handshake_status
+        if status is not None and not 400 <= status <= 599:
+            raise ValueError(f"refuse_handshake_status must be an HTTP error status 400..599, not {status}")
+        if self.refuse_handshakes is not None and status is None:
+            raise ValueError("refuse_handshakes must come with refuse_handshake_status")
+        if self.fail_subscribe_nth is not None and self.fail_subscribe_nth == self.subscribe_fail_505_nth:
+            raise ValueError("fail_subscribe_nth and subscribe_fail_505_nth must name different subscribes")
 
     @property
     def code_limit_text(self) -> int:
         """The number a 505 names: the cap in force, or production's 600 when there is none."""
-        return self.max_codes if self.max_codes > 0 else PRODUCTION_CODE_LIMIT
+        return self.max_codes_per_connection if self.max_codes_per_connection > 0 else PRODUCTION_CODE_LIMIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +224,7 @@ class Gateway:
 
     Attributes:
         subscribes: subscribe frames numbered so far, over the server's life.
+        refused: handshakes with the right key refused so far by ``refuse_handshake_status``.
         key_frames: the rolling window of every client frame of the key; its ``peak`` is the
             most frames the key sent in any ``frame_window``.
     """
@@ -188,7 +232,21 @@ class Gateway:
     def __init__(self, rules: GatewayRules) -> None:
         self.rules = rules
         self.subscribes = 0
+        self.refused = 0
         self.key_frames = RollingCount(rules.frame_window, KEY_WINDOW_CAP)
+
+    @property
+    def watches_pushes(self) -> bool:
+        """Whether :meth:`pushed` can answer anything but "nothing follows" (a fault counts pushes)."""
+        return self.rules.garbage_every is not None or self.rules.close_after_pushes is not None
+
+    def refusal(self) -> int | None:
+        """The HTTP status to refuse a handshake that carries the right key with, or ``None`` to accept it."""
+        status, budget = self.rules.refuse_handshake_status, self.rules.refuse_handshakes
+        if status is None or (budget is not None and self.refused >= budget):
+            return None
+        self.refused += 1
+        return status
 
     def open(self, info: ClientInfo, now: float) -> Line:
         """A connection whose handshake completed at monotonic time ``now``."""
@@ -217,7 +275,7 @@ class Gateway:
                 return self._cut(line, trace_of(request), "fail_subscribe")
             if self.subscribes == rules.subscribe_fail_505_nth:
                 return Verdict(subscribe_fail_frame(trace_of(request), rules.code_limit_text), fault="subscribe_505")
-        return Verdict(reply_to(line.info, request, max_codes=rules.max_codes))
+        return Verdict(reply_to(line.info, request, max_codes=rules.max_codes_per_connection))
 
     def overdue(self, line: Line, now: float) -> str | None:
         """The 513 frame when ``line`` sent no heartbeat for ``heartbeat_timeout``, marking it cut; else ``None``."""

@@ -17,6 +17,13 @@ Randomness comes from one :class:`random.Random` per instrument, seeded from
 ``(seed, business, symbol)``, so a seed reproduces every value whatever order codes are
 subscribed in and however many connections share them. Time is always an argument
 (``now_ms``, epoch milliseconds), which keeps this module testable without an event loop.
+
+Event times are strictly increasing per instrument and stream: a trade (or book) whose ``now_ms``
+is not after the previous one's ``t`` gets that ``t`` plus 1 ms. So ``(symbol, t)`` identifies a
+push of a stream and orders them, whatever the number of connections sharing the instrument,
+and end-to-end tests can use the ``--record-sent`` file as an oracle keyed on it. The price:
+above 1000 pushes a second of one code and stream, ``t`` runs ahead of the clock (by the
+pushes over 1000 each second); at lower rates it is ahead by at most the pushes of one burst.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from typing import Any, TypedDict
 import orjson
 
 from bridge.protocol.codes import KlineInterval, ResponseCode
+from bridge.simulator.decimal_text import units_fixed, units_plain
 
 BUSINESSES: tuple[str, ...] = ("stock", "crypto", "common", "japan", "india")
 """The ``business`` values the simulator serves data for; any other is acked and kept silent."""
@@ -54,6 +62,11 @@ _FIXED_SECONDS: dict[KlineInterval, int] = {
     KlineInterval.HOUR_4: 14400,
     KlineInterval.DAY_1: 86400,
 }
+# Trade sides: 5 % of trades carry no side (td 0), the rest are buys (1) or sells (2) evenly.
+_NO_SIDE = 0.05
+_BUY_BELOW = 0.525
+_NEVER = -(2**62)
+"""The last event time of a stream that has had no event yet."""
 _WEEK_SECONDS = 7 * 86400
 # 1970-01-01 was a Thursday: weeks start on the Monday 3 days earlier, -259200 s.
 _FIRST_MONDAY = -3 * 86400
@@ -225,45 +238,65 @@ class Instrument:
         # The walk never goes below half the start price, so five book levels stay positive.
         self._floor_ticks = max(spec.start_ticks // 2, 10 * DEPTH_LEVELS)
         self._bars: dict[KlineInterval, _Bar] = {}
+        self._last_trade_ms = _NEVER
+        self._last_depth_ms = _NEVER
+        self._symbol_json = orjson.dumps(symbol).decode()
 
     @property
     def price(self) -> Decimal:
         """The current price, exactly."""
         return self._price(self._ticks)
 
-    def trade(self, now_ms: int) -> TradePayload:
-        """A trade at the current price; ``t`` is ``now_ms`` and ``vw`` is exactly ``p * v``."""
-        self._step()
-        price = self.price
-        size = self._size(self._lots())
-        side = 0 if self._rng.randrange(20) == 0 else self._rng.choice((1, 2))
-        return {
-            "p": plain(price),
-            "s": self.symbol,
-            "t": now_ms,
-            "td": side,
-            "v": plain(size),
-            "vw": plain(_EXACT.multiply(price, size)),
-        }
+    def trade_frame(self, now_ms: int) -> bytes:
+        """A complete 10002 frame at the current price; ``t`` is ``now_ms`` (or 1 ms past the last) and ``vw == p * v``.
 
-    def depth(self, now_ms: int) -> DepthPayload:
-        """Five levels a side around the current price: asks rise from the best ask, bids fall."""
+        Written from integers (:mod:`~bridge.simulator.decimal_text`) in orjson's compact form:
+        the server's fast path renders every trade here.
+        """
+        self._last_trade_ms = t = max(now_ms, self._last_trade_ms + 1)
         self._step()
-        rng = self._rng
-        spread = rng.randint(1, 3)
-        best_bid = self._ticks - rng.randint(0, spread - 1)
+        random = self._rng.random
+        lots = self._lots()
+        draw = random()
+        side = 0 if draw < _NO_SIDE else (1 if draw < _BUY_BELOW else 2)
+        spec, ticks = self.spec, self._ticks
+        price = units_plain(ticks, spec.price_places)
+        size = units_plain(lots, spec.size_places)
+        amount = units_plain(ticks * lots, spec.price_places + spec.size_places)
+        return (
+            f'{{"code":10002,"data":{{"p":"{price}","s":{self._symbol_json},"t":{t},"td":{side},'
+            f'"v":"{size}","vw":"{amount}"}}}}'
+        ).encode()
+
+    def trade(self, now_ms: int) -> TradePayload:
+        """The ``data`` of :meth:`trade_frame`, parsed (for tests and inspection)."""
+        payload: TradePayload = orjson.loads(self.trade_frame(now_ms))["data"]
+        return payload
+
+    def depth_frame(self, now_ms: int) -> bytes:
+        """A complete 10005 frame: five levels a side, asks rising from the best ask, bids falling.
+
+        ``t`` is ``now_ms``, or 1 ms after the last book's when that is not later.
+        """
+        self._last_depth_ms = t = max(now_ms, self._last_depth_ms + 1)
+        self._step()
+        random = self._rng.random
+        spread = 1 + int(random() * 3)
+        best_bid = self._ticks - int(random() * spread)
         asks = [best_bid + spread]
         bids = [best_bid]
         for _ in range(DEPTH_LEVELS - 1):
-            asks.append(asks[-1] + rng.randint(1, 3))
-            bids.append(bids[-1] - rng.randint(1, 3))
-        places = self._style.depth_places
-        return {
-            "a": self._columns(asks, places),
-            "b": self._columns(bids, places),
-            "s": self.symbol,
-            "t": now_ms,
-        }
+            asks.append(asks[-1] + 1 + int(random() * 3))
+            bids.append(bids[-1] - 1 - int(random() * 3))
+        return (
+            f'{{"code":10005,"data":{{"a":{self._columns(asks)},"b":{self._columns(bids)},'
+            f'"s":{self._symbol_json},"t":{t}}}}}'
+        ).encode()
+
+    def depth(self, now_ms: int) -> DepthPayload:
+        """The ``data`` of :meth:`depth_frame`, parsed (for tests and inspection)."""
+        payload: DepthPayload = orjson.loads(self.depth_frame(now_ms))["data"]
+        return payload
 
     def kline(self, interval: KlineInterval, now_ms: int) -> KlinePayload:
         """The bar of ``interval`` containing ``now_ms``, updated by one synthetic fill.
@@ -298,11 +331,13 @@ class Instrument:
         }
 
     def _step(self) -> None:
-        self._ticks = max(self._floor_ticks, self._ticks + self._rng.randint(-3, 3))
+        # Uniform over -3..3 ticks; random() is several times cheaper than randint().
+        self._ticks = max(self._floor_ticks, self._ticks + int(self._rng.random() * 7) - 3)
 
     def _lots(self) -> int:
         # Mostly small fills, now and then a large one: the top of the range is itself random.
-        return self._rng.randint(1, 10 ** self._rng.randint(0, self.spec.size_places + 2))
+        random = self._rng.random
+        return 1 + int(random() * 10 ** int(random() * (self.spec.size_places + 3)))
 
     def _price(self, ticks: int) -> Decimal:
         return Decimal(ticks).scaleb(-self.spec.price_places, _EXACT)
@@ -310,9 +345,12 @@ class Instrument:
     def _size(self, lots: int) -> Decimal:
         return Decimal(lots).scaleb(-self.spec.size_places, _EXACT)
 
-    def _columns(self, prices: list[int], places: int) -> list[list[str]]:
-        sizes = [self._size(self._lots()) for _ in prices]
-        return [[fixed(self._price(p), places) for p in prices], [fixed(s, places) for s in sizes]]
+    def _columns(self, prices: list[int]) -> str:
+        """``[[prices],[sizes]]`` as compact JSON, each value padded to the business's book scale."""
+        spec, pad = self.spec, self._style.depth_places
+        price_texts = '","'.join(units_fixed(ticks, spec.price_places, pad) for ticks in prices)
+        size_texts = '","'.join(units_fixed(self._lots(), spec.size_places, pad) for _ in prices)
+        return f'[["{price_texts}"],["{size_texts}"]]'
 
 
 class _Bar:
@@ -369,17 +407,17 @@ class Market:
             self._instruments[symbol] = found
         return found
 
-    def trade_frame(self, symbol: str, now_ms: int) -> str:
-        """A complete 10002 text frame."""
-        return encode_push(ResponseCode.PUSH_TRADE, self.instrument(symbol).trade(now_ms))
+    def trade_frame(self, symbol: str, now_ms: int) -> bytes:
+        """A complete 10002 frame (UTF-8 JSON text)."""
+        return self.instrument(symbol).trade_frame(now_ms)
 
-    def depth_frame(self, symbol: str, now_ms: int) -> str:
-        """A complete 10005 text frame."""
-        return encode_push(ResponseCode.PUSH_DEPTH, self.instrument(symbol).depth(now_ms))
+    def depth_frame(self, symbol: str, now_ms: int) -> bytes:
+        """A complete 10005 frame."""
+        return self.instrument(symbol).depth_frame(now_ms)
 
-    def kline_frame(self, symbol: str, interval: KlineInterval, now_ms: int) -> str:
-        """A complete 10008 text frame."""
-        return encode_push(ResponseCode.PUSH_KLINE, self.instrument(symbol).kline(interval, now_ms))
+    def kline_frame(self, symbol: str, interval: KlineInterval, now_ms: int) -> bytes:
+        """A complete 10008 frame."""
+        return encode_push(ResponseCode.PUSH_KLINE, self.instrument(symbol).kline(interval, now_ms)).encode()
 
     def _invent(self, rng: random.Random) -> InstrumentSpec:
         profile = self._profile

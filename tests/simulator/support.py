@@ -46,6 +46,31 @@ async def session(sim: Simulator, business: str = "crypto") -> AsyncIterator[Cli
         yield ws
 
 
+async def http_request(
+    sim: Simulator, method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b""
+) -> tuple[int, dict[str, str], bytes]:
+    """One plain HTTP/1.1 request to the simulator's port: the status, headers (lower-case names) and body.
+
+    The simulator closes after each answer, so the body is everything up to the end of the stream.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+    lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{sim.port}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    try:
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        async with asyncio.timeout(WAIT):
+            raw = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    head, _, content = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
+    return int(status_line.split(" ")[1]), parsed, content
+
+
 async def send_request(ws: ClientConnection, code: int, trace: str, data: Any = None) -> None:
     """Send a client frame shaped as the bridge sends them (``data`` left out when ``None``)."""
     frame: dict[str, Any] = {"code": code, "trace": trace}

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -14,9 +17,11 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect
 
-from bridge.simulator import SimulatorOptions
-from bridge.simulator.cli import add_simulate_arguments, options_from_args
+from bridge.simulator import GatewayRules, SimulatorOptions
+from bridge.simulator.cli import EXAMPLES, add_simulate_arguments, options_from_args
 from tests.simulator.support import WAIT, recv_code, send_request
+
+BRIDGE = shutil.which("infoway-bridge", path=str(Path(sys.executable).parent)) or "infoway-bridge"
 
 FLAGS = (
     "--host",
@@ -70,7 +75,8 @@ def test_defaults_are_the_options_defaults() -> None:
     assert options_from_args(args) == replace(SimulatorOptions(), seed=None)
     assert args.summary_every == 5
     defaults = options_from_args(args)
-    assert (defaults.frame_limit, defaults.frame_window, defaults.max_codes_per_connection) == (60, 60.0, 600)
+    rules = defaults.rules
+    assert (rules.frame_limit, rules.frame_window, rules.max_codes_per_connection) == (60, 60.0, 600)
 
 
 def test_flags_map_onto_options(tmp_path: Path) -> None:
@@ -111,16 +117,18 @@ def test_flags_map_onto_options(tmp_path: Path) -> None:
         max_kline_pushes=7,
         record_sent=record,
         seed=9,
-        close_after_pushes=100,
-        heartbeat_timeout=2.5,
-        fail_subscribe_nth=3,
-        refuse_handshake_status=429,
-        refuse_handshakes=2,
-        subscribe_fail_505_nth=4,
-        garbage_every=10,
-        frame_limit=0,
-        frame_window=1.5,
-        max_codes_per_connection=50,
+        rules=GatewayRules(
+            close_after_pushes=100,
+            heartbeat_timeout=2.5,
+            fail_subscribe_nth=3,
+            refuse_handshake_status=429,
+            refuse_handshakes=2,
+            subscribe_fail_505_nth=4,
+            garbage_every=10,
+            frame_limit=0,
+            frame_window=1.5,
+            max_codes_per_connection=50,
+        ),
     )
 
 
@@ -197,3 +205,48 @@ async def test_a_real_run_serves_records_and_exits_0_on_sigint(tmp_path: Path) -
     assert re.search(r"sent trade=30 \(\d+/s\) depth=0", log)
     assert "SIGINT received" in log
     assert "cli-secret-key" not in log
+
+
+@pytest.mark.parametrize("columns", [52, 80, 120])
+def test_console_help_keeps_every_example_on_one_line_and_every_flag_whole(columns: int) -> None:
+    """``infoway-bridge simulate --help`` at any width prints each example on its own line and never splits a flag."""
+    result = subprocess.run(
+        [BRIDGE, "simulate", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "COLUMNS": str(columns)},
+    )
+    lines = result.stdout.splitlines()
+    for what, flags in EXAMPLES:
+        assert f"  # {what}" in lines
+        assert f"  infoway-bridge simulate {flags}" in lines
+    assert [line for line in lines if line.endswith("-")] == []
+    assert "--refuse-handshake is set" in " ".join(result.stdout.split())
+
+
+async def test_console_start_line_survives_the_key_scrubber() -> None:
+    """The start line of ``infoway-bridge simulate`` reads as written, with nothing masked and no key in it."""
+    process = await asyncio.create_subprocess_exec(
+        BRIDGE, "simulate", "--port=0", "--api-key=start-line-key", "--summary-every=0", stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(WAIT * 2):
+            while b"listening on" not in (line := await process.stderr.readline()):
+                assert line, "the simulator exited before its start line"
+    finally:
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(WAIT * 2):
+            await process.communicate()
+    text = line.decode()
+    assert re.search(
+        r"simulator listening on ws://127\.0\.0\.1:\d+/ws \(clients add the query parameters business, one of "
+        r"stock/crypto/common/japan/india, and apikey, the key given to the simulator; trade=1000/s, depth=1000/s, "
+        r"kline=100/s; seed=\d+\)$",
+        text.rstrip(),
+    ), text
+    assert "***" not in text
+    assert "start-line-key" not in text
+    assert process.returncode == 0

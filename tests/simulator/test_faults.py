@@ -10,7 +10,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 
-from bridge.simulator import Simulator
+from bridge.simulator import GatewayRules, Simulator
 from tests.simulator.support import (
     WAIT,
     eventually,
@@ -32,7 +32,7 @@ LIMIT_501 = "Request frequency exceed the limit\uff1a60 times per minute"
 
 async def test_close_after_n_pushes_drops_each_connection_without_a_close_frame() -> None:
     """Each connection (stock greeting and all) gets exactly N pushes, then its TCP stream ends with no close frame."""
-    async with Simulator(sim_options(rate=2000, close_after_pushes=7)) as sim:
+    async with Simulator(sim_options(rate=2000, rules=GatewayRules(close_after_pushes=7))) as sim:
         for business in ("stock", "crypto"):
             async with session(sim, business) as ws:
                 await send_request(ws, SUBSCRIBE_TRADE, "t", {"codes": "AAPL.US,BTCUSDT"})
@@ -50,7 +50,7 @@ async def test_close_after_n_pushes_drops_each_connection_without_a_close_frame(
 async def test_a_connection_that_stops_heartbeating_gets_513_and_a_normal_close() -> None:
     """Heartbeats keep the connection; once they stop for the timeout, 513 comes and then a 1000 close."""
     loop = asyncio.get_running_loop()
-    async with Simulator(sim_options(heartbeat_timeout=0.3)) as sim, session(sim) as ws:
+    async with Simulator(sim_options(rules=GatewayRules(heartbeat_timeout=0.3))) as sim, session(sim) as ws:
         for i in range(5):
             await send_request(ws, HEARTBEAT, f"h{i}")
             await asyncio.sleep(0.1)
@@ -70,7 +70,7 @@ async def test_a_connection_that_stops_heartbeating_gets_513_and_a_normal_close(
 async def test_the_heartbeat_clock_starts_at_the_handshake() -> None:
     """A connection that never sends a heartbeat is cut one timeout after it opened, subscribes or not."""
     loop = asyncio.get_running_loop()
-    async with Simulator(sim_options(rate=0, heartbeat_timeout=0.2)) as sim:
+    async with Simulator(sim_options(rate=0, rules=GatewayRules(heartbeat_timeout=0.2))) as sim:
         opened = loop.time()
         async with session(sim) as ws:
             await send_request(ws, SUBSCRIBE_TRADE, "s", {"codes": "BTCUSDT"})
@@ -82,7 +82,7 @@ async def test_the_heartbeat_clock_starts_at_the_handshake() -> None:
 async def test_only_the_nth_subscribe_of_the_server_gets_501_and_its_connection_is_cut() -> None:
     """Subscribes are numbered server-wide: the 3rd gets 501 with its trace and a close, the 4th is acked."""
     async with (
-        Simulator(sim_options(rate=0, fail_subscribe_nth=3)) as sim,
+        Simulator(sim_options(rate=0, rules=GatewayRules(fail_subscribe_nth=3))) as sim,
         session(sim) as first,
         session(sim) as second,
     ):
@@ -115,7 +115,7 @@ async def test_handshakes_with_the_right_key_are_refused_with_the_chosen_status(
     status: int, body: bytes, content_type: str
 ) -> None:
     """While ``refuse_handshake_status`` is set with no count, every handshake gets it, with the vendor's body."""
-    async with Simulator(sim_options(refuse_handshake_status=status)) as sim:
+    async with Simulator(sim_options(rules=GatewayRules(refuse_handshake_status=status))) as sim:
         for _ in range(3):
             with pytest.raises(InvalidStatus) as refused:
                 async with connect(url_for(sim)):
@@ -129,7 +129,7 @@ async def test_handshakes_with_the_right_key_are_refused_with_the_chosen_status(
 
 async def test_only_the_first_k_handshakes_are_refused_then_accepted() -> None:
     """With ``refuse_handshakes=2`` two handshakes get the status, the third connects; wrong keys stay 401."""
-    async with Simulator(sim_options(refuse_handshake_status=503, refuse_handshakes=2)) as sim:
+    async with Simulator(sim_options(rules=GatewayRules(refuse_handshake_status=503, refuse_handshakes=2))) as sim:
         with pytest.raises(InvalidStatus) as wrong_key:
             async with connect(url_for(sim, key="wrong")):
                 pass
@@ -147,7 +147,10 @@ async def test_only_the_first_k_handshakes_are_refused_then_accepted() -> None:
 
 async def test_the_nth_subscribe_gets_the_prefixed_505_and_the_connection_stays() -> None:
     """The 2nd subscribe is answered ``Subscribe fail: {...505...}`` in text, adds nothing, and data keeps coming."""
-    async with Simulator(sim_options(rate=500, subscribe_fail_505_nth=2)) as sim, session(sim) as ws:
+    async with (
+        Simulator(sim_options(rate=500, rules=GatewayRules(subscribe_fail_505_nth=2))) as sim,
+        session(sim) as ws,
+    ):
         await send_request(ws, SUBSCRIBE_TRADE, "s1", {"codes": "BTCUSDT"})
         await recv_code(ws, 10001)
         await send_request(ws, SUBSCRIBE_TRADE, "s2", {"codes": "ETHUSDT"})
@@ -167,7 +170,9 @@ async def test_the_nth_subscribe_gets_the_prefixed_505_and_the_connection_stays(
 async def test_garbage_every_n_pushes_cycles_through_every_kind_and_is_recorded(tmp_path: Path) -> None:
     """After every 3rd push one bad frame comes, kinds in order; the record marks them; max_pushes ignores them."""
     record = tmp_path / "sent.jsonl"
-    options = sim_options(rate=2000, depth_rate=0, kline_rate=0, max_pushes=15, garbage_every=3, record_sent=record)
+    options = sim_options(
+        rate=2000, depth_rate=0, kline_rate=0, max_pushes=15, record_sent=record, rules=GatewayRules(garbage_every=3)
+    )
     async with Simulator(options) as sim, session(sim) as ws:
         await send_request(ws, SUBSCRIBE_TRADE, "t", {"codes": "BTCUSDT"})
         assert await recv_json(ws) == {"code": 10001, "trace": "t", "msg": "ok"}
@@ -240,7 +245,7 @@ async def test_the_per_key_maximum_counts_frames_of_all_connections_in_a_rolling
         await eventually(lambda: sim.stats.frames_received == 70)
         assert sim.stats.max_frames_in_window_per_key == 70
         assert sim.stats.budget_violations == 0
-    async with Simulator(sim_options(frame_window=0.2)) as sim:
+    async with Simulator(sim_options(rules=GatewayRules(frame_window=0.2))) as sim:
         async with session(sim) as first:
             for i in range(40):
                 await send_request(first, HEARTBEAT, f"a{i}")

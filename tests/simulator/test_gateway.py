@@ -21,7 +21,7 @@ from bridge.simulator.gateway import (
     Verdict,
     garbage_frame,
 )
-from bridge.simulator.session import ClientInfo
+from bridge.simulator.replies import ClientInfo
 
 AT = datetime(2026, 8, 15, 12, 0, tzinfo=UTC)
 LIMIT_501 = "Request frequency exceed the limit\uff1a60 times per minute"
@@ -160,8 +160,8 @@ def test_the_nth_subscribe_gets_the_prefixed_505_and_adds_nothing() -> None:
 
 
 def test_the_code_cap_of_the_rules_reaches_the_reply_logic() -> None:
-    """A subscribe past ``max_codes`` is refused with 505 naming the cap."""
-    gateway = Gateway(GatewayRules(max_codes=2))
+    """A subscribe past ``max_codes_per_connection`` is refused with 505 naming the cap."""
+    gateway = Gateway(GatewayRules(max_codes_per_connection=2))
     line = line_of(gateway)
     assert receive(gateway, line, subscribe("s", "A,B,C")).reply == (
         'Subscribe fail: {"traceId":"s","code":505,"msg":"Single WS subscribe exceeds the limit 2"}'

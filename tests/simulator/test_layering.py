@@ -10,7 +10,7 @@ import pytest
 import bridge.simulator
 
 PACKAGE = Path(bridge.simulator.__file__).parent
-PURE = ("market.py", "session.py", "gateway.py")
+PURE = ("market.py", "replies.py", "gateway.py")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -7,6 +7,7 @@ from calendar import timegm
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -54,10 +55,10 @@ def test_trades_are_exact_decimals_with_amount_equal_to_price_times_size(
 ) -> None:
     """Every trade carries finite plain decimals, an epoch-ms int ``t`` and ``vw == p * v`` exactly."""
     instrument = Market(business, seed).instrument(symbol)
-    for _ in range(count):
+    for pushed in range(count):
         trade = instrument.trade(now_ms)
         assert trade["s"] == symbol
-        assert trade["t"] == now_ms
+        assert trade["t"] == now_ms + pushed
         assert trade["td"] in {0, 1, 2}
         price, size, amount = decimal_of(trade["p"]), decimal_of(trade["v"]), decimal_of(trade["vw"])
         assert price > 0
@@ -72,10 +73,10 @@ def test_depth_has_five_levels_a_side_with_best_bid_below_best_ask(
 ) -> None:
     """``a`` asks rise from the best ask, ``b`` bids fall from the best bid, and the book never crosses."""
     instrument = Market(business, seed).instrument(symbol)
-    for _ in range(count):
+    for pushed in range(count):
         book = instrument.depth(now_ms)
         assert book["s"] == symbol
-        assert book["t"] == now_ms
+        assert book["t"] == now_ms + pushed
         ask_prices, ask_sizes = ([decimal_of(x) for x in column] for column in book["a"])
         bid_prices, bid_sizes = ([decimal_of(x) for x in column] for column in book["b"])
         assert len(ask_prices) == len(ask_sizes) == len(bid_prices) == len(bid_sizes) == 5
@@ -184,9 +185,21 @@ def test_same_seed_gives_same_values_whatever_the_order_of_symbols() -> None:
 def test_frames_are_compact_json_with_the_production_envelope() -> None:
     """A frame is ``{"code":..,"data":{..}}`` with no spaces, like ``frames/push_trade.json``."""
     frame = Market("crypto", seed=1).trade_frame("BTCUSDT", 1_786_775_227_483)
-    assert frame.startswith('{"code":10002,"data":{"p":"')
-    assert " " not in frame
+    assert frame.startswith(b'{"code":10002,"data":{"p":"')
+    assert b" " not in frame
     assert list(json.loads(frame)["data"]) == ["p", "s", "t", "td", "v", "vw"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(SEEDS, st.sampled_from(BUSINESSES), SYMBOLS | st.text(min_size=1, max_size=6), NOW_MS)
+def test_rendered_frames_are_byte_for_byte_what_orjson_writes(
+    seed: int, business: str, symbol: str, now_ms: int
+) -> None:
+    """Trades and books written from integers equal orjson's compact encoding of the same values, odd symbols too."""
+    market = Market(business, seed)
+    for _ in range(5):
+        for frame in (market.trade_frame(symbol, now_ms), market.depth_frame(symbol, now_ms)):
+            assert orjson.dumps(orjson.loads(frame)) == frame
 
 
 @pytest.mark.parametrize(
@@ -216,3 +229,25 @@ def test_market_refuses_a_business_without_data() -> None:
     """Only the five businesses have data; the server keeps any other silent instead."""
     with pytest.raises(ValueError, match="no market data"):
         Market("forex", seed=1)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["trade", "depth"]), st.integers(min_value=0, max_value=50)), max_size=80))
+def test_event_times_strictly_increase_per_stream_and_follow_the_clock_when_they_can(
+    steps: list[tuple[str, int]],
+) -> None:
+    """Trades and books of one code never share a ``t``: a repeat (or a clock step back) is bumped by 1 ms."""
+    instrument = Market("crypto", seed=5).instrument("BTCUSDT")
+    now_ms = 1_786_775_227_000
+    last = {"trade": -1, "depth": -1}
+    for stream, step in steps:
+        now_ms += step - 10  # the clock may stand still or go back
+        t = instrument.trade(now_ms)["t"] if stream == "trade" else instrument.depth(now_ms)["t"]
+        assert t == max(now_ms, last[stream] + 1)
+        last[stream] = t
+
+
+def test_the_streams_of_one_code_keep_their_own_times() -> None:
+    """A trade and a book at the same instant both carry that instant: uniqueness is per stream."""
+    instrument = Market("crypto", seed=5).instrument("BTCUSDT")
+    assert instrument.trade(1000)["t"] == instrument.depth(1000)["t"] == 1000
+    assert instrument.trade(1000)["t"] == instrument.depth(1000)["t"] == 1001

@@ -11,7 +11,7 @@ import pytest
 from bridge.protocol.codes import KlineInterval
 from bridge.protocol.requests import Subscription, heartbeat_frame, subscribe_frame, unsubscribe_frame
 from bridge.records import Stream
-from bridge.simulator.session import ClientInfo, answer
+from bridge.simulator.replies import ClientInfo, answer
 
 AT = datetime(2026, 8, 15, 12, 0, tzinfo=UTC)
 COLON = "\uff1a"
