@@ -8,8 +8,11 @@ interleaved rounds so machine noise hits all alike:
   (the pattern aio-libs/aiokafka#528 shows slowing down badly with thousands in flight);
 * ``memory spool, at-least-once``: the sink from a spool without a directory (no disk at all);
 * ``disk spool, at-least-once`` and ``disk spool, exactly-once``: the bridge's configurations,
-  records appended to segment files (fsync every 1000 records or 50 ms) while the sink drains
-  them as they come: the spool's pass-through cost is the ratio to the memory spool;
+  records appended to segment files (fsync every 1000 records or 50 ms) as fast as possible while
+  the sink drains them (saturated: the appender outruns the memory window, so the sink reads the
+  files back);
+* ``paced``: records appended at 10,000 a second, as a feed would, memory spool against disk
+  spool: the CPU per record of each, whose ratio is the spool's pass-through cost;
 * ``drain``: the disk spool filled first with the producer stopped (Kafka down), then drained:
   the rate at which a backlog empties after an outage.
 
@@ -78,9 +81,20 @@ def kafka_config(bootstrap: str, topic: str) -> KafkaConfig:
 
 
 async def spooled(
-    bootstrap: str, topic: str, batch: list[KafkaMessage], *, mode: DeliveryMode, disk: bool, prefill: bool = False
+    bootstrap: str,
+    topic: str,
+    batch: list[KafkaMessage],
+    *,
+    mode: DeliveryMode,
+    disk: bool,
+    prefill: bool = False,
+    paced: float | None = None,
 ) -> float:
-    """Records per second appended to a spool and acknowledged by Kafka through the sink."""
+    """Records per second appended to a spool and acknowledged by Kafka through the sink.
+
+    With ``paced`` (records a second) the records are appended at that rate, as a feed would, and
+    the result is this process's CPU microseconds per record instead (utime + stime).
+    """
     kafka = kafka_config(bootstrap, topic)
     metrics = BridgeMetrics(CollectorRegistry())
     with tempfile.TemporaryDirectory(prefix="bench-spool-") as directory:
@@ -103,18 +117,32 @@ async def spooled(
             for message in batch:
                 spool.append(message)
             await spool.sync()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         sink.begin()
-        if not prefill:
+        if paced is not None:
+            await _append_paced(spool, batch, paced)
+        elif not prefill:
             for index, message in enumerate(batch):
                 spool.append(message)
                 if index % 500 == 0:
                     await asyncio.sleep(0)  # let the sink and the sync task run, as the feed does between frames
         await spool.wait_until_empty()
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         assert await sink.close(timeout=120) == 0
         await spool.close()
-    return len(batch) / elapsed
+    return cpu / len(batch) * 1e6 if paced is not None else len(batch) / elapsed
+
+
+async def _append_paced(spool: Spool, batch: list[KafkaMessage], rate: float) -> None:
+    """Append ``batch`` at ``rate`` records a second, in 10 ms ticks."""
+    started = time.perf_counter()
+    appended = 0
+    while appended < len(batch):
+        due = min(int((time.perf_counter() - started) * rate), len(batch))
+        for message in batch[appended:due]:
+            spool.append(message)
+        appended = due
+        await asyncio.sleep(0.01)
 
 
 async def send_per_record(bootstrap: str, topic: str, batch: list[KafkaMessage]) -> float:
@@ -147,19 +175,28 @@ async def run(bootstrap: str, records: int, rounds: int) -> None:
         "drain, at-least-once": lambda: spooled(bootstrap, topic, batch, mode=least, disk=True, prefill=True),
         "drain, exactly-once": lambda: spooled(bootstrap, topic, batch, mode=exactly, disk=True, prefill=True),
     }
+    paced = min(10_000.0, records / 3)
+    contenders["paced, memory spool (CPU us/record)"] = lambda: spooled(
+        bootstrap, topic, batch, mode=least, disk=False, paced=paced
+    )
+    contenders["paced, disk spool (CPU us/record)"] = lambda: spooled(
+        bootstrap, topic, batch, mode=least, disk=True, paced=paced
+    )
     rates: dict[str, list[float]] = {name: [] for name in contenders}
     for index in range(rounds):
         for name, contender in contenders.items():
             rates[name].append(await contender())
-        print(f"round {index + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in rates.items()), flush=True)
+        print(f"round {index + 1}/{rounds}: " + ", ".join(f"{k} {v[-1]:,.1f}" for k, v in rates.items()), flush=True)
     median = {name: statistics.median(values) for name, values in rates.items()}
     for name, value in median.items():
-        print(f"{name:>28}: {value:10,.0f} records/s acknowledged (median of {rounds}, {records:,} records each)")
+        unit = "CPU us per record" if "paced" in name else "records/s acknowledged"
+        print(f"{name:>36}: {value:10,.1f} {unit} (median of {rounds}, {records:,} records each)")
     ratios = [
+        ("disk spool / memory spool, saturated throughput", "disk spool, at-least-once", "memory spool, at-least-once"),
         (
-            "disk spool / memory spool (the spool's pass-through cost)",
-            "disk spool, at-least-once",
-            "memory spool, at-least-once",
+            f"disk spool / memory spool, CPU per record at {paced:,.0f}/s (the pass-through cost)",
+            "paced, disk spool (CPU us/record)",
+            "paced, memory spool (CPU us/record)",
         ),
         ("exactly-once / at-least-once, disk spool", "disk spool, exactly-once", "disk spool, at-least-once"),
         ("memory spool / send-per-record", "memory spool, at-least-once", "send-per-record"),

@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 import ssl
+from datetime import datetime
 from typing import Protocol
 from urllib.parse import urlencode
 
@@ -118,6 +119,7 @@ class FeedConnection:
         self._business = session.plan.business
         self._wake_writer = asyncio.Event()
         self._counted_as_subscribed = False
+        self._data_stopped: datetime | None = None
         # Every planned connection has a series from the start, so "down" is visible even for a
         # connection whose very first handshake is refused.
         metrics.connection_up.labels(self._business, session.plan.name).set(0)
@@ -135,8 +137,10 @@ class FeedConnection:
         while not stop.is_set():
             connection_id = self.session.begin_attempt()
             started = self._clock.monotonic()
+            self._data_stopped = None
             opened, ended = await self._one_connection(stop)
-            self.session.connection_lost(ended, self._clock.wall())
+            # The gap starts when reading stopped, not after the closing handshake (up to close_timeout).
+            self.session.connection_lost(ended, self._data_stopped or self._clock.wall())
             if ended.cause is Cause.STOPPED or stop.is_set():
                 return
             if ended.cause is Cause.SPOOL_FULL:
@@ -222,6 +226,7 @@ class FeedConnection:
         tasks = {reader, writer, stopper}
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            self._data_stopped = self._clock.wall()
         finally:
             for task in tasks:
                 task.cancel()

@@ -53,19 +53,19 @@ async def committed_position(config: KafkaConfig, topic: str, key: str, spool: s
     Raises:
         TimeoutError: the broker did not answer within ``kafka.request_timeout_seconds``.
     """
+    partition = TopicPartition(topic, POSITION_PARTITION)
+    timeout = config.request_timeout_seconds
+    end = await _settled_end(config, partition)
     consumer = AIOKafkaConsumer(
         **connection_options(config),
         isolation_level="read_committed",
         enable_auto_commit=False,
         group_id=None,
     )
-    partition = TopicPartition(topic, POSITION_PARTITION)
-    timeout = config.request_timeout_seconds
     await asyncio.wait_for(consumer.start(), timeout)
     try:
         consumer.assign([partition])
         await consumer.seek_to_beginning(partition)
-        end = (await asyncio.wait_for(consumer.end_offsets([partition]), timeout))[partition]
         wanted = key.encode()
         found = 0
         while await consumer.position(partition) < end:
@@ -76,3 +76,34 @@ async def committed_position(config: KafkaConfig, topic: str, key: str, spool: s
         return found
     finally:
         await consumer.stop()
+
+
+async def _settled_end(config: KafkaConfig, partition: TopicPartition) -> int:
+    """The partition's end once every transaction open on it now has ended (committed or aborted).
+
+    The last stable offset stops before an open transaction. Right after this producer fenced an
+    earlier instance, that instance's last transaction may still be completing (a commit under
+    way is finished by the coordinator, its markers written a moment later): read only up to the
+    last stable offset then, and the position it committed would be missed and its records sent
+    twice. So wait until the last stable offset reaches the high watermark seen first.
+
+    Raises:
+        TimeoutError: the transactions did not end within ``kafka.request_timeout_seconds`` x 4.
+    """
+    timeout = config.request_timeout_seconds
+    options = {**connection_options(config), "enable_auto_commit": False, "group_id": None}
+    uncommitted = AIOKafkaConsumer(**options, isolation_level="read_uncommitted")
+    committed = AIOKafkaConsumer(**options, isolation_level="read_committed")
+    await asyncio.wait_for(uncommitted.start(), timeout)
+    try:
+        await asyncio.wait_for(committed.start(), timeout)
+        high = (await asyncio.wait_for(uncommitted.end_offsets([partition]), timeout))[partition]
+        async with asyncio.timeout(timeout * 4):
+            while True:  # Kafka has no event for it: the end offset is polled
+                stable: int = (await committed.end_offsets([partition]))[partition]
+                if stable >= high:
+                    return stable
+                await asyncio.sleep(0.1)
+    finally:
+        for consumer in (committed, uncommitted):
+            await consumer.stop()

@@ -47,7 +47,7 @@ PERMANENT_FAILURES: dict[type[BaseException], str] = {
 """Errors that retrying cannot fix, by dead-letter reason: the record goes to the dead-letter topic."""
 FATAL_TO_PRODUCER: tuple[type[BaseException], ...] = (OutOfOrderSequenceNumber,)
 """Errors after which the producer's sender task is gone: only a new producer can send again."""
-MAX_RETRY_DELAY = 30.0
+MAX_RETRY_DELAY = 5.0
 
 
 class Producer:

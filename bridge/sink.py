@@ -124,14 +124,19 @@ class KafkaSink:
         await self.producer.start()
         if not self.exactly_once:
             return None
+        for attempt in range(1, 4):
+            try:
+                return await self._committed()
+            except (TimeoutError, AIOKafkaError, OSError) as exc:
+                # A broker that has just started answers with "not the leader yet" for a moment.
+                log.info("the committed spool position is not readable yet (%s); retrying", describe_error(exc))
+                await asyncio.sleep(attempt)
         try:
-            return await committed_position(
-                self._config, self._config.topics.offsets, self.transactional_id, self.spool_identity
-            )
+            return await self._committed()
         except (TimeoutError, AIOKafkaError, OSError) as exc:
             raise KafkaError(
                 f"cannot read the committed spool position from {self._config.topics.offsets} "
-                f"({type(exc).__name__}: {exc})"
+                f"({describe_error(exc)}); check the brokers"
             ) from exc
 
     async def _committed(self) -> int:
@@ -213,8 +218,10 @@ class KafkaSink:
             except (TimeoutError, AIOKafkaError) as exc:
                 reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
                 self._retried(entries, reason, retry_delay)
-                if isinstance(exc, FATAL_TO_PRODUCER) or self.producer.dead():
-                    await self.producer.replace(producer, exc)  # a new epoch: sequences start afresh
+                if isinstance(exc, (*FATAL_TO_PRODUCER, _CommitUnanswered)) or self.producer.dead():
+                    # A new epoch: sequences start afresh, and a commit left half-way is settled by the
+                    # coordinator (a committing transaction cannot be aborted).
+                    await self.producer.replace(producer, exc)
                 else:
                     await self._abandon(producer, exc)
                 entries = await self._after_committed(entries)
@@ -245,27 +252,39 @@ class KafkaSink:
         await asyncio.wait_for(
             producer.send(offsets, value, key=self.transactional_id.encode(), partition=POSITION_PARTITION), timeout
         )
-        await asyncio.wait_for(producer.commit_transaction(), self._config.delivery_timeout_seconds)
+        try:
+            await asyncio.wait_for(producer.commit_transaction(), self._config.delivery_timeout_seconds)
+        except TimeoutError as exc:
+            raise _CommitUnanswered("the commit was not answered in time") from exc
         return None
 
     async def _abandon(self, producer: AIOKafkaProducer, cause: BaseException) -> None:
         """Abort the failed transaction, or replace the producer when even that fails (its epoch is fenced then)."""
         try:
             await asyncio.wait_for(producer.abort_transaction(), self._config.request_timeout_seconds)
-        except (TimeoutError, AIOKafkaError) as exc:
+        except (TimeoutError, AIOKafkaError, AssertionError) as exc:
+            # AssertionError: aiokafka's transaction state machine refuses the abort (a commit is under way).
             log.debug("aborting the transaction failed (%r); replacing the producer", exc)
             await self.producer.replace(producer, cause)
 
     async def _after_committed(self, entries: list[Entry]) -> list[Entry]:
-        """What is left of ``entries`` once the position Kafka committed is known (a lost answer may hide a commit)."""
-        try:
-            committed = await self._committed()
-        except (TimeoutError, AIOKafkaError, OSError) as exc:
-            log.debug("cannot read the committed position yet (%r)", exc)
-            return entries
+        """What is left of ``entries`` once the position Kafka committed is known (a lost answer may hide a commit).
+
+        Nothing is sent again before the position is known: resending a round whose commit went
+        through would write it twice. So this waits, with backoff, as long as Kafka cannot answer.
+        """
+        delay = 0.5
+        while True:
+            try:
+                committed = await self._committed()
+                break
+            except (TimeoutError, AIOKafkaError, OSError) as exc:
+                log.debug("cannot read the committed position yet (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
         done = [entry for entry in entries if entry[0] <= committed]
         if done:
-            log.info("the lost commit had gone through: %d record(s) are in Kafka already", len(done))
+            log.info("the unanswered commit had gone through: %d record(s) are in Kafka already", len(done))
         return [entry for entry in entries if entry[0] > committed]
 
     # -- at least once -------------------------------------------------------------------------
@@ -355,6 +374,10 @@ class KafkaSink:
                     await task
         await self.producer.stop(max(deadline - time.monotonic(), 1.0))
         return self._spool.pending
+
+
+class _CommitUnanswered(TimeoutError):
+    """The commit was sent and not answered: it may have gone through, and the transaction cannot be aborted."""
 
 
 def _permanent(error: BaseException | None) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 import avro.io
 import avro.schema
 from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -94,17 +94,23 @@ def read_sent_frames(path: Path) -> list[dict[str, Any]]:
 async def consume_all(bootstrap: str, topic: str, *, timeout: float = 120.0) -> list[ConsumerRecord[bytes, bytes]]:
     """Everything committed on ``topic`` now: read (``read_committed``) until every partition reaches its end."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False, group_id=None
+        topic,
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
     )
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout
     try:
-        await consumer.topics()  # fetches the metadata partitions_for_topic reads
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        while not consumer.assignment():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no partitions of {topic} within {timeout:g}s")
+            await asyncio.sleep(0.1)
+        partitions = sorted(consumer.assignment())
         ends = await consumer.end_offsets(partitions)
-        deadline = time.monotonic() + timeout
         while [p for p in partitions if await consumer.position(p) < ends[p]]:
             if time.monotonic() > deadline:
                 raise AssertionError(f"could not read {topic} to its end within {timeout:g}s")

