@@ -12,6 +12,7 @@ follows.
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime
 
 import orjson
@@ -22,6 +23,8 @@ from bridge.config import KafkaConfig
 from bridge.kafka_connection import connection_options
 
 POSITION_PARTITION = 0
+
+log = logging.getLogger(__name__)
 
 
 def position_value(offset: int, spool: str, run_id: str, at: datetime) -> bytes:
@@ -44,18 +47,22 @@ def offset_of(value: bytes | None, spool: str) -> int | None:
     return offset if isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0 else None
 
 
-async def committed_position(config: KafkaConfig, topic: str, key: str, spool: str) -> int:
+async def committed_position(config: KafkaConfig, topic: str, key: str, spool: str, *, settle_seconds: float) -> int:
     """The highest offset of ``spool`` committed under ``key`` (0 when none); reads the whole (compacted) partition.
 
     A position written for another spool (a directory lost and made anew under the same
     transactional id) counts as none: its offsets say nothing about this spool's records.
 
+    ``settle_seconds`` bounds the wait for transactions open on the partition to end (see
+    :func:`_settled_end`): the transaction timeout and a request timeout.
+
     Raises:
-        TimeoutError: the broker did not answer within ``kafka.request_timeout_seconds``.
+        TimeoutError: the broker did not answer within ``kafka.request_timeout_seconds``, or an
+            open transaction did not end within ``settle_seconds``.
     """
     partition = TopicPartition(topic, POSITION_PARTITION)
     timeout = config.request_timeout_seconds
-    end = await _settled_end(config, partition)
+    end = await _settled_end(config, partition, settle_seconds)
     consumer = AIOKafkaConsumer(
         **connection_options(config),
         isolation_level="read_committed",
@@ -78,17 +85,21 @@ async def committed_position(config: KafkaConfig, topic: str, key: str, spool: s
         await consumer.stop()
 
 
-async def _settled_end(config: KafkaConfig, partition: TopicPartition) -> int:
+async def _settled_end(config: KafkaConfig, partition: TopicPartition, settle_seconds: float) -> int:
     """The partition's end once every transaction open on it now has ended (committed or aborted).
 
     The last stable offset stops before an open transaction. Right after this producer fenced an
     earlier instance, that instance's last transaction may still be completing (a commit under
     way is finished by the coordinator, its markers written a moment later): read only up to the
-    last stable offset then, and the position it committed would be missed and its records sent
     twice. So wait until the last stable offset reaches the high watermark seen first.
 
+    The partition is shared by every bridge writing to this offsets topic. A bridge killed
+    mid-transaction whose id nobody takes over leaves its transaction open until the broker
+    aborts it (``delivery.transaction_timeout_seconds``), and the wait lasts that long: it is
+    logged, so a slow start says why.
+
     Raises:
-        TimeoutError: the transactions did not end within ``kafka.request_timeout_seconds`` x 4.
+        TimeoutError: the transactions did not end within ``settle_seconds``.
     """
     timeout = config.request_timeout_seconds
     options = {**connection_options(config), "enable_auto_commit": False, "group_id": None}
@@ -98,11 +109,20 @@ async def _settled_end(config: KafkaConfig, partition: TopicPartition) -> int:
     try:
         await asyncio.wait_for(committed.start(), timeout)
         high = (await asyncio.wait_for(uncommitted.end_offsets([partition]), timeout))[partition]
-        async with asyncio.timeout(timeout * 4):
+        waited = 0
+        async with asyncio.timeout(settle_seconds):
             while True:  # Kafka has no event for it: the end offset is polled
                 stable: int = (await committed.end_offsets([partition]))[partition]
                 if stable >= high:
                     return stable
+                waited += 1
+                if waited == 20:
+                    log.warning(
+                        "%s: a transaction left open (by a process stopped mid-transaction?) holds back the "
+                        "committed positions; waiting up to %gs for the broker to abort it",
+                        partition.topic,
+                        settle_seconds,
+                    )
                 await asyncio.sleep(0.1)
     finally:
         for consumer in (committed, uncommitted):

@@ -56,11 +56,13 @@ class Producer:
     Args:
         config: the ``kafka`` section.
         transactional_id: set for exactly-once delivery; ``None`` for an idempotent producer.
+        transaction_timeout_seconds: after this the broker aborts a transaction left open.
     """
 
-    def __init__(self, config: KafkaConfig, transactional_id: str | None) -> None:
+    def __init__(self, config: KafkaConfig, transactional_id: str | None, transaction_timeout_seconds: int = 10) -> None:
         self._config = config
         self.transactional_id = transactional_id
+        self._transaction_timeout_ms = transaction_timeout_seconds * 1000
         self.current: AIOKafkaProducer | None = None
         self.generation = 0
         self.replaced = 0
@@ -81,6 +83,7 @@ class Producer:
         }
         if self.transactional_id is not None:
             options["transactional_id"] = self.transactional_id
+            options["transaction_timeout_ms"] = self._transaction_timeout_ms
         return options
 
     async def _new(self) -> AIOKafkaProducer:

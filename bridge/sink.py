@@ -96,7 +96,9 @@ class KafkaSink:
         self.exactly_once = delivery.mode is DeliveryMode.EXACTLY_ONCE
         self.transactional_id = transactional_id
         self.spool_identity = spool_identity
-        self.producer = Producer(config, transactional_id if self.exactly_once else None)
+        self.producer = Producer(
+            config, transactional_id if self.exactly_once else None, delivery.transaction_timeout_seconds
+        )
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self.failure: BaseException | None = None
@@ -142,7 +144,13 @@ class KafkaSink:
     async def _committed(self) -> int:
         """The spool position Kafka has committed for this transactional id and spool."""
         topic = self._config.topics.offsets
-        return await committed_position(self._config, topic, self.transactional_id, self.spool_identity)
+        return await committed_position(
+            self._config,
+            topic,
+            self.transactional_id,
+            self.spool_identity,
+            settle_seconds=self._delivery.transaction_timeout_seconds + self._config.request_timeout_seconds,
+        )
 
     def begin(self) -> None:
         """Start delivering from the spool (after the spool has resumed)."""

@@ -77,7 +77,8 @@ def test_bad_config_fails_at_start_with_one_line_naming_key_expectation_and_valu
 
 def test_a_yaml_error_names_the_file_and_the_line(tmp_path: Path) -> None:
     """Broken YAML is reported with the file's path, line and column (not "<unicode string>"), status 2."""
-    config = write_config(tmp_path, "source:\n  url: 'ws://h/ws\n")
+    config = tmp_path / "bridge.yaml"
+    config.write_text("source:\n  url: 'ws://h/ws\n", encoding="utf-8")
     result = run("check-config", "--config", str(config))
     assert result.returncode == 2
     assert result.stderr == (
