@@ -59,7 +59,9 @@ class Producer:
         transaction_timeout_seconds: after this the broker aborts a transaction left open.
     """
 
-    def __init__(self, config: KafkaConfig, transactional_id: str | None, transaction_timeout_seconds: int = 10) -> None:
+    def __init__(
+        self, config: KafkaConfig, transactional_id: str | None, transaction_timeout_seconds: int = 10
+    ) -> None:
         self._config = config
         self.transactional_id = transactional_id
         self._transaction_timeout_ms = transaction_timeout_seconds * 1000

@@ -99,7 +99,10 @@ def test_a_bad_subscription_entry_is_one_error_naming_key_expectation_and_value(
         ({"metrics": {"port": "abc"}}, "metrics.port: expected a whole number, got 'abc'"),
         ({"metrics": {"port": 70000}}, "metrics.port: expected at most 65535, got 70000"),
         ({"kafka": {"create_topics": "maybe"}}, "kafka.create_topics: expected true or false, got 'maybe'"),
-        ({"delivery": {"transaction_timeout_seconds": 0}}, "delivery.transaction_timeout_seconds: expected at least 1, got 0"),
+        (
+            {"delivery": {"transaction_timeout_seconds": 0}},
+            "delivery.transaction_timeout_seconds: expected at least 1, got 0",
+        ),
         ({"kafka": {"linger_ms": 1.5}}, "kafka.linger_ms: expected a whole number, got 1.5"),
         ({"kafka": {"topics": {"gap": 5}}}, "kafka.topics.gap: expected a string (quote it in YAML), got 5"),
         ({"metrics": [9464]}, "metrics: expected a mapping (a YAML section of keys), got [9464]"),
