@@ -110,7 +110,7 @@ async def spooled(
             transactional_id=delivery.transactional_id, spool_identity=recovered.identity,
         )  # fmt: skip
         if mode is DeliveryMode.EXACTLY_ONCE:
-            await ensure_topics(kafka, [kafka.topics.offsets], compacted=(kafka.topics.offsets,))
+            await ensure_topics(kafka, [kafka.topics.offsets], compacted={kafka.topics.offsets: 1})
         committed = await sink.start()
         spool.resume(committed or 0)
         if prefill:

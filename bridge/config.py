@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from bridge.config_errors import Invalid, describe, describe_yaml_error, secrets_in
+from bridge.config_sharding import ShardingConfig
 from bridge.config_spool import DeliveryConfig, SpoolConfig
 from bridge.errors import ConfigError
 from bridge.protocol.codes import KlineInterval
@@ -336,6 +337,7 @@ class BridgeConfig(_Frozen):
     metrics: MetricsConfig = MetricsConfig()
     spool: SpoolConfig = SpoolConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    sharding: ShardingConfig = ShardingConfig()
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret the configuration holds, for scrubbing logs, errors and dead letters."""

@@ -8,7 +8,7 @@ value such as a raw frame or a symbol. Tests build :class:`BridgeMetrics` on a f
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -21,6 +21,16 @@ LAG_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 86400.0,
 )  # fmt: skip
+
+
+class SpoolView(Protocol):
+    """What the spool gauges read of a spool (a sharded replica has one spool per shard it owns)."""
+
+    @property
+    def size_bytes(self) -> int: ...
+    @property
+    def pending(self) -> int: ...
+    def oldest_age(self) -> float: ...
 
 
 class BridgeMetrics:
@@ -150,6 +160,36 @@ class BridgeMetrics:
             ["business"],
             registry=registry,
         )
+        self._spools: list[SpoolView] = []
+        self.spool_bytes.set_function(lambda: sum(spool.size_bytes for spool in self._spools))
+        self.spool_records.set_function(lambda: sum(spool.pending for spool in self._spools))
+        self.spool_oldest_record_age.set_function(lambda: max((s.oldest_age() for s in self._spools), default=0.0))
+        self.shards_total = Gauge(
+            prefix + "shards_total", "Shards the configured codes are split into (1 when unsharded).", registry=registry
+        )
+        self.shards_owned = Gauge(prefix + "shards_owned", "Shards this replica owns and reads now.", registry=registry)
+        self.shard_owned = Gauge(
+            prefix + "shard_owned", "1 for each shard this replica owns (label: the shard's number).", ["shard"],
+            registry=registry,
+        )  # fmt: skip
+        self.codes_owned = Gauge(
+            prefix + "codes_owned", "Codes this replica subscribes (those of the shards it owns).", registry=registry
+        )
+        self.shard_handoffs = Counter(
+            prefix + "shard_handoffs",
+            "Shards this replica gained or lost, by direction; taken_over: a previous owner that did not release it.",
+            ["direction"],
+            registry=registry,
+        )
+
+    def watch_spool(self, spool: SpoolView) -> None:
+        """Count ``spool`` in the spool gauges (until :meth:`forget_spool`)."""
+        self._spools.append(spool)
+
+    def forget_spool(self, spool: SpoolView) -> None:
+        """Stop counting ``spool`` (its shard went to another replica)."""
+        if spool in self._spools:
+            self._spools.remove(spool)
 
     def observe_acknowledged(self, messages: list[KafkaMessage], acknowledged_at: datetime) -> None:
         """Count records Kafka acknowledged at ``acknowledged_at``, and their lag, per topic and stream."""

@@ -146,6 +146,8 @@ class Cause(enum.StrEnum):
     """No push for ``stale_after`` seconds on an open socket."""
     SPOOL_FULL = "spool_full"
     """The spool reached ``spool.max_bytes`` (``when_full: stop-reading``): reading stopped until there was room."""
+    SHARD_MOVED = "shard_moved"
+    """The codes' shard moved from another replica (or from this one's previous run): nobody read them in between."""
     STOPPED = "stopped"
     """The bridge was asked to stop."""
     ERROR = "error"

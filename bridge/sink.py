@@ -152,6 +152,11 @@ class KafkaSink:
             settle_seconds=self._delivery.transaction_timeout_seconds + self._config.request_timeout_seconds,
         )
 
+    @property
+    def fenced(self) -> bool:
+        """Whether delivery stopped because another producer took over the transactional id."""
+        return isinstance(self.failure, ProducerFenced)
+
     def begin(self) -> None:
         """Start delivering from the spool (after the spool has resumed)."""
         self._task = asyncio.create_task(self._deliver_loop(), name="kafka-delivery")
@@ -218,8 +223,8 @@ class KafkaSink:
                 refused = await self._commit(producer, entries)
             except ProducerFenced:
                 log.critical(
-                    "another bridge took over transactional id %r (Kafka fenced this producer); this instance stops "
-                    "without writing more, and its spool is left for the instance that owns the id",
+                    "another bridge took over transactional id %r (Kafka fenced this producer): what it delivered "
+                    "belongs to that instance now; no more is written here, and the spool stays on disk",
                     self.transactional_id,
                 )
                 raise

@@ -86,9 +86,7 @@ class Spool:
         self._sync_task: asyncio.Task[None] | None = None
         self._last_checkpoint = 0.0
         self.full = False
-        metrics.spool_bytes.set_function(lambda: self.size_bytes)
-        metrics.spool_records.set_function(lambda: self.pending)
-        metrics.spool_oldest_record_age.set_function(self.oldest_age)
+        metrics.watch_spool(self)
 
     # -- state ---------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -29,10 +30,11 @@ _NO_ERROR = 0
 _TOPIC_ALREADY_EXISTS = 36
 
 
-def _new_topic(name: str, config: KafkaConfig, *, compacted: bool) -> NewTopic:
+def _new_topic(name: str, config: KafkaConfig, *, compacted: int | None) -> NewTopic:
     creation = config.topic_creation
-    if compacted:  # a small, keyed state topic: one partition, the last value per key kept
-        topic = NewTopic(name, 1, 1, topic_configs={"cleanup.policy": "compact"})
+    if compacted is not None:  # a small, keyed state topic: the last value per key kept
+        # Short segments, so the records of a heartbeat-writing topic are compacted within minutes.
+        topic = NewTopic(name, compacted, 1, topic_configs={"cleanup.policy": "compact", "segment.ms": "600000"})
     else:
         topic = NewTopic(name, creation.partitions, 1, topic_configs=dict(creation.config))
     # aiokafka's NewTopic refuses -1 (the broker's default.replication.factor, KIP-464) in its
@@ -41,10 +43,13 @@ def _new_topic(name: str, config: KafkaConfig, *, compacted: bool) -> NewTopic:
     return topic
 
 
-async def ensure_topics(config: KafkaConfig, names: list[str], *, compacted: tuple[str, ...] = ()) -> list[str]:
+async def ensure_topics(
+    config: KafkaConfig, names: list[str], *, compacted: Mapping[str, int] | None = None
+) -> list[str]:
     """Create the missing topics among ``names`` (or refuse to start); returns those created.
 
-    Topics in ``compacted`` (among ``names``) are created with one partition and ``cleanup.policy=compact``.
+    Topics in ``compacted`` (among ``names``, with their partition counts) are created with
+    ``cleanup.policy=compact``.
 
     Raises:
         TopicMissing: a topic does not exist and ``create_topics`` is off.
@@ -52,7 +57,7 @@ async def ensure_topics(config: KafkaConfig, names: list[str], *, compacted: tup
     """
     admin = AIOKafkaAdminClient(**connection_options(config))
     try:
-        return await _ensure(admin, config, names, compacted)
+        return await _ensure(admin, config, names, dict(compacted or {}))
     except (TimeoutError, AIOKafkaError, OSError) as exc:
         raise KafkaError(
             f"cannot check or create topics at {config.bootstrap_servers} ({_reason(exc, config)}); "
@@ -64,7 +69,7 @@ async def ensure_topics(config: KafkaConfig, names: list[str], *, compacted: tup
 
 
 async def _ensure(
-    admin: AIOKafkaAdminClient, config: KafkaConfig, names: list[str], compacted: tuple[str, ...]
+    admin: AIOKafkaAdminClient, config: KafkaConfig, names: list[str], compacted: dict[str, int]
 ) -> list[str]:
     timeout = config.request_timeout_seconds
     await asyncio.wait_for(admin.start(), timeout)
@@ -81,7 +86,7 @@ async def _ensure(
             + " and kafka.create_topics is off: create it or turn creation on"
         )
     response = await asyncio.wait_for(
-        admin.create_topics([_new_topic(name, config, compacted=name in compacted) for name in missing]), timeout
+        admin.create_topics([_new_topic(name, config, compacted=compacted.get(name)) for name in missing]), timeout
     )
     created = []
     for topic, code, message in response.topic_errors:
@@ -99,9 +104,7 @@ async def _ensure(
         f"; {', '.join(existed)} already existed" if existed else "",
     )
     partitions = [
-        TopicPartition(topic, index)
-        for topic in created
-        for index in range(1 if topic in compacted else creation.partitions)
+        TopicPartition(topic, index) for topic in created for index in range(compacted.get(topic, creation.partitions))
     ]
     await _wait_for_leaders(config, partitions)
     return created

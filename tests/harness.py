@@ -96,15 +96,17 @@ class RunningBridge:
 
     @property
     def delivered(self) -> int:
-        """Records Kafka acknowledged so far (0 until the sink exists)."""
-        sink = self.bridge.sink
-        return 0 if sink is None else sink.delivered
+        """Records Kafka acknowledged so far, over every unit (0 until one exists)."""
+        replica = self.bridge.replica
+        units = [] if replica is None else list(replica.units.values())
+        return sum(unit.sink.delivered for unit in units if unit.sink is not None)
 
     @property
     def pending(self) -> int:
-        """Records held by the sink, not yet acknowledged (0 until the sink exists)."""
-        sink = self.bridge.sink
-        return 0 if sink is None else sink.pending
+        """Records held by the sinks, not yet acknowledged (0 until one exists)."""
+        replica = self.bridge.replica
+        units = [] if replica is None else list(replica.units.values())
+        return sum(unit.sink.pending for unit in units if unit.sink is not None)
 
     @property
     def done(self) -> bool:
@@ -163,7 +165,9 @@ class SpooledSink:
         """Create the topics, start the producer, resume the spool and begin delivering."""
         kafka = self.kafka
         offsets = (kafka.topics.offsets,) if self.sink.exactly_once else ()
-        await ensure_topics(kafka, [kafka.topics.trade, kafka.topics.dead_letter, *offsets], compacted=offsets)
+        await ensure_topics(
+            kafka, [kafka.topics.trade, kafka.topics.dead_letter, *offsets], compacted=dict.fromkeys(offsets, 1)
+        )
         committed = await self.sink.start()
         self.spool.resume(self._recovered_acknowledged if committed is None else committed)
         self.sink.begin()

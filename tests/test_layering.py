@@ -32,7 +32,16 @@ def test_the_feed_knows_nothing_of_kafka() -> None:
     assert loaded_by("bridge.feed", KAFKA_SIDE) == []
 
 
-@pytest.mark.parametrize("module", ["bridge.protocol", "bridge.protocol.session", "bridge.protocol.gaps"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "bridge.protocol",
+        "bridge.protocol.session",
+        "bridge.protocol.gaps",
+        "bridge.protocol.shards",
+        "bridge.protocol.handoff",
+    ],
+)
 def test_the_protocol_core_does_no_io(module: str) -> None:
     """The protocol core loads no I/O library and nothing of the Kafka side."""
     assert loaded_by(module, ("asyncio", "websockets", "socket", *KAFKA_SIDE)) == []

@@ -76,7 +76,7 @@ async def test_a_compacted_state_topic_has_one_partition_and_is_waited_for_as_su
     kafka = kafka_section(kafka_bootstrap)
     offsets = kafka.topics.offsets
     caplog.set_level(logging.DEBUG, logger="bridge.topics")
-    assert await ensure_topics(kafka, [kafka.topics.trade, offsets], compacted=(offsets,)) == [
+    assert await ensure_topics(kafka, [kafka.topics.trade, offsets], compacted={offsets: 1}) == [
         kafka.topics.trade,
         offsets,
     ]

@@ -12,6 +12,9 @@ passed in:
 * :meth:`GapTracker.stopped` opens a gap: for a stale feed from the last sign of data (the last
   push, or the acknowledgement that closed the previous gap: the data stopped then, not when the
   bridge noticed, and two gaps never overlap), else from the instant the connection ended;
+* :meth:`GapTracker.inherit` opens a gap that began before this connection existed: a shard
+  handed over from another replica (or from this replica's previous run), whose data stopped
+  when the previous owner last read it;
 * :meth:`GapTracker.finish` closes a gap still open when the bridge stops, as unresolved.
 
 A connection that never had data has no gap to report: its first subscribe has not happened
@@ -75,6 +78,11 @@ class GapTracker:
             return
         start = self._last_data if cause is Cause.STALE and self._last_data is not None else wall
         self._open = _OpenGap(start, cause, code, connection_id)
+
+    def inherit(self, start: datetime, cause: Cause, previous_connection_id: str) -> None:
+        """The data of these codes stopped at ``start``, before this connection: the gap is open until it flows."""
+        if self._open is None:
+            self._open = _OpenGap(start, cause, None, previous_connection_id)
 
     def finish(self, wall: datetime) -> GapRecord | None:
         """The bridge stops (or the connection failed for good): the open gap, unresolved, if any."""

@@ -44,6 +44,8 @@ class ConnectionPlan:
     business: str
     index: int
     subscriptions: tuple[Subscription, ...]
+    prefix: str = ""
+    """Names the connection instead of the business: a shard's connections are ``crypto.s03-0``."""
 
     @property
     def codes(self) -> tuple[str, ...]:
@@ -52,8 +54,8 @@ class ConnectionPlan:
 
     @property
     def name(self) -> str:
-        """A stable, human-readable id such as ``crypto-0``."""
-        return f"{self.business}-{self.index}"
+        """A stable, human-readable id such as ``crypto-0`` (``crypto.s03-0`` in shard 3)."""
+        return f"{self.prefix or self.business}-{self.index}"
 
 
 def plan_connections(
@@ -64,13 +66,15 @@ def plan_connections(
     *,
     max_codes_per_connection: int = DEFAULT_MAX_CODES_PER_CONNECTION,
     first_index: int = 0,
+    prefix: str = "",
 ) -> list[ConnectionPlan]:
     """Split one business's codes into as few connections as the per-connection cap allows.
 
     Codes keep their configured order and duplicates are dropped, so the same configuration
     always gives the same plan. Every connection carries every configured stream for its codes.
     ``first_index`` numbers the connections on from an earlier plan of the same business, so
-    names such as ``stock-0`` stay unique when a business appears in several entries.
+    names such as ``stock-0`` stay unique when a business appears in several entries; ``prefix``
+    names them in place of the business (see :attr:`ConnectionPlan.prefix`).
     """
     if max_codes_per_connection < 1:
         raise LocalProtocolError("max_codes_per_connection must be at least 1")
@@ -82,7 +86,7 @@ def plan_connections(
         subscriptions = tuple(
             Subscription(stream, chunk, tuple(kline_intervals) if stream is Stream.KLINE else ()) for stream in wanted
         )
-        plans.append(ConnectionPlan(business, first_index + index, subscriptions))
+        plans.append(ConnectionPlan(business, first_index + index, subscriptions, prefix))
     return plans
 
 

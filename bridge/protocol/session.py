@@ -238,6 +238,10 @@ class ConnectionSession:
         if ended.cause is not Cause.STOPPED:
             self.gaps.stopped(ended.cause, ended.code, wall, self.connection_id)
 
+    def inherit_gap(self, since: datetime, previous_connection_id: str) -> None:
+        """This connection takes over codes whose data stopped at ``since`` (a shard handed over)."""
+        self.gaps.inherit(since, Cause.SHARD_MOVED, previous_connection_id)
+
     def finish(self, wall: datetime) -> GapClosed | None:
         """The bridge stops: the gap still open, reported unresolved, if there is one."""
         gap = self.gaps.finish(wall)
