@@ -86,5 +86,5 @@ class DeliveryConfig(_Frozen):
     """How long a round waits for more records once it has some (the producer's linger)."""
     transaction_timeout_seconds: int = Field(10, ge=1, le=900)
     """Exactly-once only: the broker aborts a transaction left open this long (by a process killed
-    mid-transaction). Until then it holds back what read_committed readers, and a starting bridge
-    reading its position, can see. 10 s as in Kafka Streams; a round takes milliseconds."""
+    mid-transaction, whose id nobody takes over). Until then it holds back what read_committed
+    readers of its partitions see. 10 s as in Kafka Streams; a round takes milliseconds."""

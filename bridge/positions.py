@@ -1,21 +1,31 @@
-"""The spool position Kafka holds for exactly-once delivery (in the spirit of Kafka Connect's offsets topic, KIP-618).
+"""The spool position Kafka holds for exactly-once delivery: a consumer-group offset committed in the transaction.
 
-Each transaction that carries spool records also writes one *position record* to
-``kafka.topics.offsets`` (compacted, one partition): key the transactional id, value
-``{"offset": N, ...}``, the highest spool offset the transaction holds. Both commit or neither
-does, so the last committed position record says exactly which spool records are in Kafka. At
-start the bridge reads it back with ``isolation.level=read_committed`` (after its producer has
-fenced any earlier instance, whose open transaction is then aborted) and replays only what
-follows.
+Each transaction that carries spool records also commits, with ``send_offsets_to_transaction``
+(Kafka's TxnOffsetCommit, the mechanism Kafka Streams and Flink rely on), one offset: the
+highest spool offset the transaction holds, for partition 0 of ``kafka.topics.offsets`` and the
+consumer group ``<transactional id>@<spool id>`` (:func:`position_group`). The records and the
+offset commit or abort together, so the group's committed offset says exactly which spool
+records are in Kafka. The group has no members; ``kafka-consumer-groups.sh --describe`` shows
+it like any other.
+
+Why an offset and not a record on a topic (the first design): a record is readable with
+``read_committed`` only below the partition's last stable offset, which any transaction left
+open on that shared partition holds back, whoever wrote it; a replica killed mid-transaction
+held every other bridge's start for up to the transaction timeout, and (measured on Kafka 4.4
+after a broker restart) sometimes much longer. A committed offset is answered by the group
+coordinator without regard to other producers' transactions.
+
+At start the bridge's producer has already fenced any earlier instance of its transactional id
+(Kafka answers InitProducerId only once that instance's last transaction is complete, its
+markers written), so the offset read then is final.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from datetime import UTC, datetime
+import contextlib
+from collections.abc import Collection
 
-import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
@@ -24,106 +34,39 @@ from bridge.kafka_connection import connection_options
 
 POSITION_PARTITION = 0
 
-log = logging.getLogger(__name__)
+
+def position_group(transactional_id: str, spool: str) -> str:
+    """The consumer group whose committed offset is ``spool``'s position under ``transactional_id``.
+
+    Keyed by the spool too: a shard's spool may be delivered under its owner's id and, once the
+    shard moved, under a drain id by the replica that still holds it; and a spool directory made
+    anew must not inherit the offsets of the one it replaced.
+    """
+    return f"{transactional_id}@{spool}"
 
 
-def position_value(offset: int, spool: str, run_id: str, at: datetime) -> bytes:
-    """The value of a position record: the offset, the spool it counts in, the run that wrote it."""
-    document = {"offset": offset, "spool": spool, "run_id": run_id, "committed_at": at.astimezone(UTC).isoformat()}
-    return orjson.dumps(document)
+def position_partition(config: KafkaConfig) -> TopicPartition:
+    """The partition the position offsets are committed for."""
+    return TopicPartition(config.topics.offsets, POSITION_PARTITION)
 
 
-def offset_of(value: bytes | None, spool: str) -> int | None:
-    """The offset in a position record of ``spool``, or ``None`` for a value that is not one (or another spool's)."""
-    if value is None:
-        return None
-    try:
-        document = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(document, dict) or document.get("spool") != spool:
-        return None
-    offset = document.get("offset")
-    return offset if isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0 else None
-
-
-async def committed_position(config: KafkaConfig, topic: str, key: str, spool: str, *, settle_seconds: float) -> int:
-    """The highest offset of ``spool`` committed under ``key`` (0 when none); reads the whole (compacted) partition.
-
-    A position written for another spool (a directory lost and made anew under the same
-    transactional id) counts as none: its offsets say nothing about this spool's records.
-
-    ``settle_seconds`` bounds the wait for transactions open on the partition to end (see
-    :func:`_settled_end`): the transaction timeout and a request timeout.
+async def committed_position(config: KafkaConfig, keys: Collection[str], spool: str) -> int:
+    """The highest position of ``spool`` committed under any of the transactional ids ``keys`` (0 when none).
 
     Raises:
-        TimeoutError: the broker did not answer within ``kafka.request_timeout_seconds``, or an
-            open transaction did not end within ``settle_seconds``.
+        TimeoutError: the group coordinator did not answer within ``kafka.request_timeout_seconds``.
     """
-    partition = TopicPartition(topic, POSITION_PARTITION)
+    found = [await _committed(config, position_group(key, spool)) for key in keys]
+    return max((offset for offset in found if offset is not None), default=0)
+
+
+async def _committed(config: KafkaConfig, group: str) -> int | None:
     timeout = config.request_timeout_seconds
-    end = await _settled_end(config, partition, settle_seconds)
-    consumer = AIOKafkaConsumer(
-        **connection_options(config),
-        isolation_level="read_committed",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await asyncio.wait_for(consumer.start(), timeout)
+    consumer = AIOKafkaConsumer(**connection_options(config), group_id=group, enable_auto_commit=False)
     try:
-        consumer.assign([partition])
-        await consumer.seek_to_beginning(partition)
-        wanted = key.encode()
-        found = 0
-        while await consumer.position(partition) < end:
-            batch = await asyncio.wait_for(consumer.getmany(partition, timeout_ms=500), timeout)
-            for record in batch.get(partition, []):
-                if record.key == wanted:
-                    found = offset_of(record.value, spool) or 0
-        return found
+        await asyncio.wait_for(consumer.start(), timeout)
+        offset: int | None = await asyncio.wait_for(consumer.committed(position_partition(config)), timeout)
+        return offset
     finally:
-        await consumer.stop()
-
-
-async def _settled_end(config: KafkaConfig, partition: TopicPartition, settle_seconds: float) -> int:
-    """The partition's end once every transaction open on it now has ended (committed or aborted).
-
-    The last stable offset stops before an open transaction. Right after this producer fenced an
-    earlier instance, that instance's last transaction may still be completing (a commit under
-    way is finished by the coordinator, its markers written a moment later): read only up to the
-    twice. So wait until the last stable offset reaches the high watermark seen first.
-
-    The partition is shared by every bridge writing to this offsets topic. A bridge killed
-    mid-transaction whose id nobody takes over leaves its transaction open until the broker
-    aborts it (``delivery.transaction_timeout_seconds``), and the wait lasts that long: it is
-    logged, so a slow start says why.
-
-    Raises:
-        TimeoutError: the transactions did not end within ``settle_seconds``.
-    """
-    timeout = config.request_timeout_seconds
-    options = {**connection_options(config), "enable_auto_commit": False, "group_id": None}
-    uncommitted = AIOKafkaConsumer(**options, isolation_level="read_uncommitted")
-    committed = AIOKafkaConsumer(**options, isolation_level="read_committed")
-    await asyncio.wait_for(uncommitted.start(), timeout)
-    try:
-        await asyncio.wait_for(committed.start(), timeout)
-        high = (await asyncio.wait_for(uncommitted.end_offsets([partition]), timeout))[partition]
-        waited = 0
-        async with asyncio.timeout(settle_seconds):
-            while True:  # Kafka has no event for it: the end offset is polled
-                stable: int = (await committed.end_offsets([partition]))[partition]
-                if stable >= high:
-                    return stable
-                waited += 1
-                if waited == 20:
-                    log.warning(
-                        "%s: a transaction left open (by a process stopped mid-transaction?) holds back the "
-                        "committed positions; waiting up to %gs for the broker to abort it",
-                        partition.topic,
-                        settle_seconds,
-                    )
-                await asyncio.sleep(0.1)
-    finally:
-        for consumer in (committed, uncommitted):
-            await consumer.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(consumer.stop(), timeout)

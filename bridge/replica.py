@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 from bridge.config import BridgeConfig
 from bridge.config_sharding import ShardingMode
@@ -42,7 +44,24 @@ def unit_settings(config: BridgeConfig, shard: int | None, transactional_stem: s
                             transactional_stem)  # fmt: skip
     plans = plan_shard(shard, sharding.shards, source.subscriptions, max_codes_per_connection=cap)
     spool = shard_spool(config.spool, shard, sharding.shards)
-    return UnitSettings(shard, plans, spool, f"{transactional_stem}.{shard_name(shard)}")
+    transactional_id = f"{transactional_stem}.{shard_name(shard)}"
+    return UnitSettings(shard, plans, spool, transactional_id, (_drain_id(transactional_id, config),))
+
+
+def drain_settings(config: BridgeConfig, shard: int, transactional_stem: str) -> UnitSettings:
+    """The settings of a unit that only delivers what this replica's spool holds of a shard it does not own.
+
+    It writes under a transactional id of its own (``<stem>.shard-03.drain.<instance>``): the
+    shard's id belongs to its owner now, whose producer it must not fence. Positions committed
+    under either id count for the spool, so nothing is delivered twice whoever sends it.
+    """
+    owned = unit_settings(config, shard, transactional_stem)
+    own_id = owned.transactional_id
+    return replace(owned, plans=(), transactional_id=_drain_id(own_id, config), position_keys=(own_id,), drain=True)
+
+
+def _drain_id(transactional_id: str, config: BridgeConfig) -> str:
+    return f"{transactional_id}.drain.{config.sharding.instance}"
 
 
 class Replica:
@@ -71,6 +90,8 @@ class Replica:
         self.membership = GroupMembership(config.kafka, sharding) if group else None
         self.control = ControlChannel(config.kafka, sharding, run) if group else None
         self._heartbeats: asyncio.Task[None] | None = None
+        self._drains: dict[int, asyncio.Task[None]] = {}
+        """Shards whose records this replica's spool still holds though another replica owns them now."""
         self._releasing: dict[int, ShardUnit] = {}
         """Units being stopped: still heartbeated, so the next owner waits for their release."""
         metrics.shards_total.set(sharding.shards if sharding.sharded else 1)
@@ -175,6 +196,11 @@ class Replica:
         lost, gained = current - owned, owned - current
         if lost:
             await asyncio.gather(*(self._stop_unit(shard, announce=True) for shard in lost))
+        for shard in gained:
+            drain = self._drains.pop(shard, None) if shard is not None else None
+            if drain is not None:
+                drain.cancel()  # the shard's unit delivers the rest from the same spool
+                await await_all([drain], timeout=self._config.kafka.flush_timeout_seconds + 5)
         inherited = await self._handoffs({shard for shard in gained if shard is not None})
         results = await asyncio.gather(
             *(self._start_unit(shard, inherited.get(shard) if shard is not None else None) for shard in gained),
@@ -184,6 +210,43 @@ class Replica:
             if isinstance(result, BaseException):
                 raise result
         self._report(sorted(s for s in gained if s is not None), sorted(s for s in lost if s is not None))
+        for shard in self._orphans():
+            self._drains[shard] = asyncio.create_task(self._drain(shard), name=f"drain-{shard_name(shard)}")
+
+    def _orphans(self) -> list[int]:
+        """Shards with a spool directory here that this replica neither owns nor drains."""
+        directory, sharding = self._config.spool.dir, self._config.sharding
+        if not sharding.sharded or directory is None or not Path(directory).is_dir():
+            return []
+        numbers = [path.name.removeprefix("shard-") for path in Path(directory).glob("shard-*")]
+        shards = {int(number) for number in numbers if number.isdigit() and int(number) < sharding.shards}
+        return sorted(shards - set(self.units) - set(self._drains))
+
+    async def _drain(self, shard: int) -> None:
+        """Deliver what this replica's spool holds of ``shard`` (owned elsewhere now), then let go of it."""
+        unit = ShardUnit(
+            drain_settings(self._config, shard, self._stem), self._config, self._serializer, self._metrics,
+            run=self._run, retry=self._retry, clock=self._clock,
+        )  # fmt: skip
+        try:
+            await unit.start()
+            if unit.sink is None:
+                return
+            log.warning(
+                "shard %02d: the spool here holds %d records of this shard, which another replica owns now; "
+                "delivering them as %s (later than that replica's newer records of the same codes)",
+                shard, unit.spool.pending, unit.settings.transactional_id,
+            )  # fmt: skip
+            await unit.spool.wait_until_empty()
+            log.info("shard %02d: the records this replica's spool held are in Kafka", shard)
+        except (KafkaError, OSError) as exc:
+            log.error(
+                "shard %02d: cannot deliver what the spool here holds (%s); retried at the next change", shard, exc
+            )
+        finally:
+            await unit.stop()
+            if self._drains.get(shard) is asyncio.current_task():
+                del self._drains[shard]
 
     async def _handoffs(self, gained: set[int]) -> dict[int, Inherited]:
         """For each gained shard, what its previous owner left (waiting for live owners to release)."""
@@ -289,6 +352,9 @@ class Replica:
         if self._heartbeats is not None:
             self._heartbeats.cancel()
             await await_all([self._heartbeats], timeout=1)
+        for drain in self._drains.values():
+            drain.cancel()
+        await await_all(list(self._drains.values()), timeout=self._config.kafka.flush_timeout_seconds + 5)
         await asyncio.gather(*(self._stop_unit(shard, announce=True) for shard in list(self.units)))
         if self.membership is not None:
             await self.membership.stop()

@@ -112,11 +112,17 @@ class UnitSettings:
     plans: Plans
     spool: SpoolConfig
     transactional_id: str
+    position_keys: tuple[str, ...] = ()
+    """Other transactional ids whose committed positions count for this spool (see :mod:`bridge.replica`)."""
+    drain: bool = False
+    """No feeds: only deliver what the spool holds of a shard another replica owns now."""
 
     @property
     def label(self) -> str:
         """``shard 03``, or ``all codes`` unsharded, for log lines."""
-        return "all codes" if self.shard is None else f"shard {self.shard:02d}"
+        if self.shard is None:
+            return "all codes"
+        return f"shard {self.shard:02d}{' (draining)' if self.drain else ''}"
 
     @property
     def codes(self) -> int:
@@ -153,6 +159,7 @@ class ShardUnit:
         """Set when the unit can no longer run: its sink failed, or every feed stopped for good."""
         self.recovered: Recovered | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._released = False
 
     @property
     def shard(self) -> int | None:
@@ -185,6 +192,9 @@ class ShardUnit:
         """
         recovered = self.spool.open()
         self.recovered = recovered
+        if self.settings.drain and recovered.last_offset <= recovered.acknowledged:
+            await self._release_spool()  # nothing of the shard left here
+            return
         try:
             self.sink = KafkaSink(
                 self._config.kafka,
@@ -195,12 +205,18 @@ class ShardUnit:
                 transactional_id=self.settings.transactional_id,
                 spool_identity=recovered.identity,
                 run_id=self._run,
+                position_keys=self.settings.position_keys,
             )
             committed = await self.sink.start()
         except BaseException:
+            if self.sink is not None:
+                await self.sink.producer.stop(1.0)
             await self._release_spool()
             raise
-        self.spool.resume(recovered.acknowledged if committed is None else committed)
+        # The local checkpoint only ever records what Kafka acknowledged, so it can never be ahead
+        # of the committed position; it covers a position Kafka no longer has (group offsets expire
+        # after offsets.retention.minutes without a commit).
+        self.spool.resume(recovered.acknowledged if committed is None else max(committed, recovered.acknowledged))
         self._log_recovery(recovered)
         self.sink.begin()
         self._watcher = asyncio.create_task(self._watch_sink(self.sink), name=f"{self.settings.label}-sink")
@@ -277,6 +293,9 @@ class ShardUnit:
         return left
 
     async def _release_spool(self) -> None:
+        if self._released:
+            return
+        self._released = True
         await self.spool.close()
         self._metrics.forget_spool(self.spool)
 

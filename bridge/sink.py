@@ -11,7 +11,7 @@ advance, so the spool never forgets a record Kafka does not hold, and per-symbol
 partition per symbol, its batches in order, a failed round retried before the next begins.
 
 ``delivery.mode: exactly-once``: the producer is transactional. A round is one transaction that
-also writes the round's last spool offset to ``kafka.topics.offsets``
+also commits the round's last spool offset as a consumer-group offset
 (:mod:`bridge.positions`); both commit or neither. After a failed round (the broker gone, a
 commit whose answer was lost) the sink asks Kafka which position is committed and resumes after
 it, so a round is never written twice; consumers with ``isolation.level=read_committed`` see
@@ -45,7 +45,7 @@ from bridge.config_spool import DeliveryConfig, DeliveryMode
 from bridge.errors import KafkaError
 from bridge.kafka_connection import describe_error
 from bridge.metrics import BridgeMetrics
-from bridge.positions import POSITION_PARTITION, committed_position, position_value
+from bridge.positions import committed_position, position_group, position_partition
 from bridge.producer import FATAL_TO_PRODUCER, MAX_RETRY_DELAY, PERMANENT_FAILURES, Producer
 from bridge.records import DeadLetter, DeadLetterStage
 from bridge.serialize import KafkaMessage, RecordSerializer
@@ -70,6 +70,7 @@ class KafkaSink:
         transactional_id: the producer's id in exactly-once delivery.
         spool_identity: the spool's id, written with every committed position.
         run_id: written in position records, to tell runs apart.
+        position_keys: more keys whose committed positions count for this spool (a shard's drain id).
         wall_clock: the time used to measure lag at acknowledgement (injected for tests).
     """
 
@@ -84,6 +85,7 @@ class KafkaSink:
         transactional_id: str,
         spool_identity: str,
         run_id: str = "",
+        position_keys: tuple[str, ...] = (),
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._config = config
@@ -95,6 +97,7 @@ class KafkaSink:
         self._wall_clock = wall_clock
         self.exactly_once = delivery.mode is DeliveryMode.EXACTLY_ONCE
         self.transactional_id = transactional_id
+        self._position_keys = (transactional_id, *position_keys)
         self.spool_identity = spool_identity
         self.producer = Producer(
             config, transactional_id if self.exactly_once else None, delivery.transaction_timeout_seconds
@@ -143,14 +146,7 @@ class KafkaSink:
 
     async def _committed(self) -> int:
         """The spool position Kafka has committed for this transactional id and spool."""
-        topic = self._config.topics.offsets
-        return await committed_position(
-            self._config,
-            topic,
-            self.transactional_id,
-            self.spool_identity,
-            settle_seconds=self._delivery.transaction_timeout_seconds + self._config.request_timeout_seconds,
-        )
+        return await committed_position(self._config, self._position_keys, self.spool_identity)
 
     @property
     def fenced(self) -> bool:
@@ -260,11 +256,9 @@ class KafkaSink:
         if refused is not None:
             await self._abandon(producer, refused)
             return refused
-        value = position_value(entries[-1][0], self.spool_identity, self._run_id, self._wall_clock())
-        offsets = self._config.topics.offsets
-        await asyncio.wait_for(
-            producer.send(offsets, value, key=self.transactional_id.encode(), partition=POSITION_PARTITION), timeout
-        )
+        position = {position_partition(self._config): entries[-1][0]}
+        group = position_group(self.transactional_id, self.spool_identity)
+        await asyncio.wait_for(producer.send_offsets_to_transaction(position, group), timeout)
         try:
             await asyncio.wait_for(producer.commit_transaction(), self._config.delivery_timeout_seconds)
         except TimeoutError as exc:

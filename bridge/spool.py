@@ -147,6 +147,7 @@ class Spool:
             files.delete_through(acknowledged)
         if self.pending:
             self._ages.append((acknowledged + 1, time.monotonic()))
+            self._empty.clear()
         self._check()
         self._sync_task = asyncio.create_task(self._sync_loop(), name="spool-sync")
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -182,16 +183,25 @@ class BridgeProcess:
 
     async def wait_for(self, name: str, at_least: float, timeout: float = 60, **labels: str) -> float:
         """Wait until a metric reaches ``at_least``, sampling memory meanwhile; fails the test after ``timeout``."""
+        return await self._wait(name, lambda value: value >= at_least, f">= {at_least}", timeout, labels)
+
+    async def wait_down_to(self, name: str, at_most: float, timeout: float = 60, **labels: str) -> float:
+        """Wait until a metric falls to ``at_most`` (a spool draining), as :meth:`wait_for` does."""
+        return await self._wait(name, lambda value: value <= at_most, f"<= {at_most}", timeout, labels)
+
+    async def _wait(
+        self, name: str, reached: Callable[[float], bool], wanted: str, timeout: float, labels: dict[str, str]
+    ) -> float:
         deadline = time.monotonic() + timeout
         while True:
             self.sample_memory()
             value = await asyncio.to_thread(self.metric, name, **labels)
-            if value >= at_least:
+            if reached(value):
                 return value
             if self.process.poll() is not None:
                 raise AssertionError(f"the bridge exited ({self.process.returncode}) waiting for {name}:\n{self.log()}")
             if time.monotonic() > deadline:
-                raise AssertionError(f"{name} stayed at {value} < {at_least} for {timeout:g}s:\n{self.log()[-4000:]}")
+                raise AssertionError(f"{name} stayed at {value}, not {wanted}, for {timeout:g}s:\n{self.log()[-4000:]}")
             await asyncio.sleep(0.2)
 
     async def started(self, timeout: float = 60) -> None:

@@ -84,3 +84,13 @@ def test_stale_gaps_after_an_acknowledgement_do_not_overlap() -> None:
     assert first is not None
     assert second is not None
     assert (first.start, first.end, second.start, second.end) == (at(1), at(12), at(12), at(23))
+
+
+def test_an_inherited_gap_runs_from_the_previous_owner_to_the_first_data() -> None:
+    """A shard taken over: the gap opens before this connection ever had data and closes at its first push."""
+    subject = tracker()
+    subject.inherit(at(2), Cause.SHARD_MOVED, "crypto.s03-0#4@old-run")
+    gap = subject.push_seen(at(9), "crypto.s03-0#1@new-run")
+    assert gap is not None
+    assert (gap.start, gap.end, gap.cause, gap.resolved) == (at(2), at(9), Cause.SHARD_MOVED, True)
+    assert gap.previous_connection_id == "crypto.s03-0#4@old-run"
