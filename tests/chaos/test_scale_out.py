@@ -21,6 +21,7 @@ from bridge.protocol.shards import shard_of
 from bridge.records import EPOCH
 from bridge.simulator import Simulator, SimulatorOptions
 from tests.chaos.support import API_KEY, BridgeProcess, compare, missing_times, sent_trades, trades_in_kafka
+from tests.conftest import LocalBroker
 from tests.harness import topics
 from tests.kafka_tools import apache_schema, consume_all, decode
 
@@ -43,9 +44,9 @@ def bridges() -> Iterator[list[BridgeProcess]]:
 def replica(
     tmp_path: Path, name: str, sim: Simulator, bootstrap: str, names: dict[str, str], **sharding: Any
 ) -> BridgeProcess:
-    """One replica named ``name`` (its own directory and spool) of a deployment over the 60 codes."""
+    """One replica named ``name`` (its own directory and spool, kept across runs) of a deployment over the 60 codes."""
     directory = tmp_path / name
-    directory.mkdir()
+    directory.mkdir(exist_ok=True)
     return BridgeProcess(
         directory, sim.url, bootstrap, names,
         source={"subscriptions": [{"business": "crypto", "codes": CODES}]},
@@ -159,3 +160,51 @@ async def test_three_replicas_share_the_codes_a_killed_ones_move_and_a_fourth_ta
 
 def _millis(instant: Any) -> int:
     return int((instant - EPOCH) // timedelta(milliseconds=1))
+
+
+async def test_static_replicas_cover_the_codes_once_and_a_spool_of_shards_owned_elsewhere_is_delivered(
+    tmp_path: Path, own_broker: LocalBroker, bridges: list[BridgeProcess]
+) -> None:
+    """One static replica owning every shard spools through a broker outage and stops; it comes back as replica
+    0 of 2 beside replica 1: each code is subscribed exactly once, and the records its spool held of replica 1's
+    shards are delivered too, under a drain id of their own: every trade once, late but not lost."""
+    names = topics("static")
+    options = SimulatorOptions(
+        port=0, api_key=API_KEY, rate=500, depth_rate=0, kline_rate=0, record_sent=tmp_path / "sent.jsonl"
+    )
+    async with Simulator(options) as sim:
+        alone = replica(tmp_path, "bridge-0", sim, own_broker.bootstrap, names, mode="static", count=1)
+        bridges.append(alone)
+        alone.start()
+        await alone.started()
+        await until_covered(sim, timeout=30)
+        await alone.wait_for("infoway_bridge_records_produced_total", 1000, topic=names["trade"])
+        await asyncio.to_thread(own_broker.stop)
+        await alone.wait_for("infoway_bridge_spool_records", 1500)
+        assert await alone.stop() == 0
+        assert "stay in the spool" in alone.log()
+        await asyncio.to_thread(own_broker.start, keep_data=True)
+
+        # The same pod and volume, now one of two; its index comes from its name.
+        first = replica(tmp_path, "bridge-0", sim, own_broker.bootstrap, names, mode="static", count=2)
+        second = replica(tmp_path, "bridge-1", sim, own_broker.bootstrap, names, mode="static", count=2)
+        bridges.extend([first, second])
+        for bridge in (first, second):
+            bridge.start()
+        for bridge in (first, second):
+            await bridge.started()
+        await until_covered(sim, timeout=30)
+        shares = [await asyncio.to_thread(owned, bridge) for bridge in (first, second)]
+        assert shares == [set(range(0, SHARDS, 2)), set(range(1, SHARDS, 2))]
+        await first.wait_down_to("infoway_bridge_spool_records", 0, timeout=60)
+        await asyncio.sleep(2)
+    for bridge in (first, second):
+        assert await bridge.stop() == 0
+    assert "which another replica owns now; delivering them as" in first.log()
+    sent = sent_trades(tmp_path / "sent.jsonl")
+    delivered = await trades_in_kafka(own_broker.bootstrap, names["trade"])
+    result = compare(sent, delivered)
+    assert (result.missing, result.duplicates) == (0, 0), result
+    # Drained records of replica 1's shards land after its newer ones; replica 0's own shards stay in order.
+    even = {code: times for code, times in delivered.items() if shard_of(code, SHARDS) % 2 == 0}
+    assert compare({code: sent[code] for code in even}, even).out_of_order == 0
