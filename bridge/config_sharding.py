@@ -9,13 +9,14 @@ from __future__ import annotations
 import enum
 import os
 import socket
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bridge.protocol.shards import ordinal_of
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
+DEFAULT_GROUP = "infoway-bridge"
 
 
 def default_instance() -> str:
@@ -50,16 +51,24 @@ class ShardingConfig(_Frozen):
     """Static mode: this replica's number; default the ordinal at the end of ``instance`` (``bridge-2`` is 2)."""
     count: int | None = Field(None, ge=1)
     """Static mode: how many replicas share the shards."""
-    group: str = "infoway-bridge"
+    group: str = Field(DEFAULT_GROUP, min_length=1)
     """Group mode: the consumer group every replica of one deployment joins (also the transactional ids' stem)."""
-    control_topic: str = "infoway.bridge.shards"
-    """One partition per shard (created at start): assignments, and each owner's heartbeats and releases."""
+    control_topic: str = ""
+    """One partition per shard (created at start): assignments, and each owner's heartbeats and releases.
+    Default ``infoway.bridge.shards.<group>``: one per deployment, so no two read each other's heartbeats."""
     session_timeout_seconds: float = Field(10.0, ge=1)
     """A replica that stops heartbeating this long loses its shards to the others (the broker allows 6-1800 s)."""
     heartbeat_interval_seconds: PositiveSeconds = 1.0
     """How often an owner says, on the control topic, that it still holds its shards."""
     handoff_timeout_seconds: PositiveSeconds = 15.0
     """How long a new owner waits for the previous one to flush and release a shard before taking it anyway."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _control_topic_of_the_group(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("control_topic"):
+            return {**data, "control_topic": f"infoway.bridge.shards.{data.get('group', DEFAULT_GROUP)}"}
+        return data
 
     @model_validator(mode="after")
     def _static_fits(self) -> ShardingConfig:

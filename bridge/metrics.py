@@ -164,6 +164,10 @@ class BridgeMetrics:
         self.spool_bytes.set_function(lambda: sum(spool.size_bytes for spool in self._spools))
         self.spool_records.set_function(lambda: sum(spool.pending for spool in self._spools))
         self.spool_oldest_record_age.set_function(lambda: max((s.oldest_age() for s in self._spools), default=0.0))
+        self.sharding_info = Gauge(
+            prefix + "sharding_info", "1, labelled with the sharding mode and group (group: empty unsharded).",
+            ["mode", "group"], registry=registry,
+        )  # fmt: skip
         self.shards_total = Gauge(
             prefix + "shards_total", "Shards the configured codes are split into (1 when unsharded).", registry=registry
         )

@@ -95,6 +95,7 @@ class Replica:
         self._releasing: dict[int, ShardUnit] = {}
         """Units being stopped: still heartbeated, so the next owner waits for their release."""
         metrics.shards_total.set(sharding.shards if sharding.sharded else 1)
+        metrics.sharding_info.labels(sharding.mode.value, sharding.group if sharding.sharded else "").set(1)
 
     @property
     def feeds(self) -> int:

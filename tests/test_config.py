@@ -97,6 +97,13 @@ def test_a_bad_subscription_entry_is_one_error_naming_key_expectation_and_value(
     ("document", "line"),
     [
         ({"metrics": {"port": "abc"}}, "metrics.port: expected a whole number, got 'abc'"),
+        ({"sharding": {"mode": "grp"}}, "sharding.mode: expected 'none', 'static' or 'group', got 'grp'"),
+        (
+            {"sharding": {"mode": "static", "count": 3, "instance": "bridge"}},
+            "sharding: static mode needs sharding.index, or an instance name ending in -<number> "
+            "(a StatefulSet pod name); got instance 'bridge'",
+        ),
+        ({"sharding": {"mode": "static", "count": 2, "index": 5}}, "sharding: index (5) must be below count (2)"),
         ({"metrics": {"port": 70000}}, "metrics.port: expected at most 65535, got 70000"),
         ({"kafka": {"create_topics": "maybe"}}, "kafka.create_topics: expected true or false, got 'maybe'"),
         (
@@ -262,3 +269,11 @@ def test_confluent_format_needs_a_registry() -> None:
     )
     assert config.serialization.registry is not None
     assert config.serialization.registry.url == "http://r:8081"
+
+
+def test_sharding_defaults_to_one_replica_and_a_control_topic_per_group() -> None:
+    """Unsharded by default; a group's control topic is named after it, so deployments never share one."""
+    config = parse_config({"source": {"api_key": "k", "subscriptions": [{"business": "crypto", "codes": ["A"]}]},
+                           "sharding": {"mode": "group", "group": "desk-a"}}, {})  # fmt: skip
+    assert config.sharding.control_topic == "infoway.bridge.shards.desk-a"
+    assert parse_config({"source": config.source.model_dump() | {"api_key": "k"}}, {}).sharding.mode.value == "none"
