@@ -23,8 +23,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create the virtualenv and install the bridge with its dev tools
 
-demo: $(STAMP)  ## start a local Kafka and the simulator, run the bridge ~20 s, show data flowing
-	$(BIN)/python scripts/demo
+REPLICAS ?= 1
+demo: $(STAMP)  ## start a local Kafka and the simulator, run the bridge ~20 s, show data flowing (REPLICAS=3: a group)
+	$(BIN)/python scripts/demo --replicas $(REPLICAS) $(if $(filter-out 1,$(REPLICAS)),--seconds 45)
 
 test: $(STAMP) lint typecheck tools chart-tools  ## lint, type-check and run the whole suite (a real broker included)
 	PYTHONASYNCIODEBUG=1 $(BIN)/pytest
