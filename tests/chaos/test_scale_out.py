@@ -92,12 +92,13 @@ def owned(bridge: BridgeProcess) -> set[int]:
     return {shard for shard in range(SHARDS) if bridge.metric("infoway_bridge_shard_owned", shard=f"{shard:02d}")}
 
 
-async def test_three_replicas_share_the_codes_a_killed_ones_move_and_a_fourth_takes_a_quarter(
+async def test_three_replicas_share_the_codes_a_killed_ones_move_and_a_newcomer_takes_its_share(
     tmp_path: Path, kafka_bootstrap: str, bridges: list[BridgeProcess]
 ) -> None:
     """Three replicas subscribe each of 60 codes exactly once; kill -9 one and the others take its codes within
     the session timeout plus a subscribe round trip, publishing gap records for exactly its codes over the
-    hand-off; a replica joining the survivors takes its share of the shards; nothing is duplicated under read_committed."""
+    hand-off; a replica joining the survivors takes its share of the shards; nothing is duplicated under
+    read_committed."""
     names = {**topics("scale"), "gap": f"scale.{tmp_path.name}.gaps"}
     options = SimulatorOptions(
         port=0, api_key=API_KEY, rate=600, depth_rate=0, kline_rate=0, record_sent=tmp_path / "sent.jsonl"
