@@ -27,6 +27,7 @@ REQUIRED_ALERTS = {
     "InfowayBridgeDown",
     "InfowayBridgeProduceFailures",
     "InfowayBridgeGapsReported",
+    "InfowayBridgeShardUnowned",
 }
 UNIT_TESTS = REPO / "tests" / "k8s" / "alerts-test.yaml"
 README = REPO / "helm" / "README.md"

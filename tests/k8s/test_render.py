@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
-from bridge.config import parse_config
+from bridge.app import transactional_stem
+from bridge.config import BridgeConfig, parse_config
+from bridge.config_sharding import ShardingMode
+from bridge.protocol.shards import static_shards
 from tests.k8s.chart import CHART, REPO, SCRAPE_JOB, load_yaml
 from tests.k8s.tools import setting, tool
 
@@ -213,6 +217,107 @@ def test_service_monitor_names_the_job_and_rules_link_to_the_runbook(variants: d
     assert one(default_rules, "PrometheusRule")["spec"] == load_yaml(CHART / "files" / "alerts.yaml")
 
 
+def pod_config(objects: list[dict[str, Any]], ordinal: int) -> BridgeConfig:
+    """The bridge's loaded configuration as pod ``ordinal`` of the StatefulSet sees it (POD_NAME its name)."""
+    name = f"{one(objects, 'StatefulSet')['metadata']['name']}-{ordinal}"
+    environment = {item["name"]: item.get("value", "from-a-secret") for item in container(objects)["env"]}
+    return parse_config(bridge_config(objects), {**environment, "POD_NAME": name})
+
+
+def notes(*arguments: str, tmp_path: Path) -> str:
+    """NOTES.txt as helm renders it for the default values plus ``arguments``.
+
+    `helm template` leaves NOTES.txt out, so a copy of the chart has it as an ordinary template; it
+    is no YAML, and --debug prints it before failing on that.
+    """
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "NOTES.txt").rename(chart / "templates" / "notes.yaml")
+    result = subprocess.run(
+        [str(tool("helm")), "template", "bridge", str(chart), "--namespace", "market",
+         "--kube-version", setting("kubernetes_version"), "--values", str(VALUES / "default.yaml"),
+         "--show-only", "templates/notes.yaml", "--debug", *arguments],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    text = result.stdout.split("# Source: infoway-kafka-bridge/templates/notes.yaml\n", 1)
+    assert len(text) == 2, result.stdout + result.stderr
+    return text[1]
+
+
+def test_one_replica_is_unsharded(variants: dict[str, list[dict[str, Any]]]) -> None:
+    """One pod (sharding auto) renders no sharding section and no POD_NAME: the bridge owns every code."""
+    objects = variants["default"]
+    assert "sharding" not in bridge_config(objects)
+    assert "POD_NAME" not in {item["name"] for item in container(objects)["env"]}
+    assert pod_config(objects, 0).sharding.mode is ShardingMode.NONE
+
+
+def test_several_replicas_share_the_shards_through_a_group(variants: dict[str, list[dict[str, Any]]]) -> None:
+    """replicas 3 (sharding auto) is group mode: one group and control topic per release, the pod name as member."""
+    objects = variants["replicas"]
+    assert one(objects, "StatefulSet")["spec"]["replicas"] == 3
+    assert bridge_config(objects)["sharding"] == {
+        "mode": "group",
+        "shards": 12,
+        "instance": "${POD_NAME}",
+        "group": "market.bridge-infoway-kafka-bridge",
+        "control_topic": "infoway.bridge.shards.market.bridge-infoway-kafka-bridge",
+        "session_timeout_seconds": 10,
+        "handoff_timeout_seconds": 15,
+    }
+    env = {item["name"]: item for item in container(objects)["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    configs = [pod_config(objects, ordinal) for ordinal in range(3)]
+    assert [config.sharding.instance for config in configs] == [f"bridge-infoway-kafka-bridge-{i}" for i in range(3)]
+    assert {transactional_stem(config) for config in configs} == {"infoway-bridge.market.bridge-infoway-kafka-bridge"}
+    assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
+def test_static_mode_counts_the_replicas_and_reads_the_index_from_the_pod_name() -> None:
+    """sharding.mode static renders count = replicas; pod -i has index i, and the pods cover every shard once."""
+    objects = rendered("replicas", "--set", "sharding.mode=static")
+    sharding = bridge_config(objects)["sharding"]
+    assert sharding["mode"] == "static"
+    assert sharding["count"] == 3
+    assert "index" not in sharding
+    owned: list[int] = []
+    for ordinal in range(3):
+        config = pod_config(objects, ordinal).sharding
+        assert config.static_index == ordinal
+        assert config.count == 3
+        owned.extend(static_shards(config.static_index, config.count, config.shards))
+    assert sorted(owned) == list(range(12))
+
+
+def test_notes_describe_the_shards_instead_of_warning(tmp_path: Path) -> None:
+    """NOTES.txt no longer warns about replicas: it names the mode, group, control topic and the hand-off's cost."""
+    several = notes("--set", "replicas=3", tmp_path=tmp_path / "group")
+    assert "WARNING" not in several
+    assert "Sharding: group (auto: replicas > 1)" in several
+    assert "Consumer group market.bridge-infoway-kafka-bridge" in several
+    assert "control topic infoway.bridge.shards.market.bridge-infoway-kafka-bridge (12 partitions" in several
+    assert "What a hand-off costs" in several
+    static = notes("--set", "replicas=3", "--set", "sharding.mode=static", tmp_path=tmp_path / "static")
+    assert "Sharding: static" in static
+    assert "There is no failover" in static
+    single = notes(tmp_path=tmp_path / "single")
+    assert "WARNING" not in single
+    assert "Sharding: none" in single
+
+
+def test_shard_unowned_threshold_comes_from_values(variants: dict[str, list[dict[str, Any]]]) -> None:
+    """prometheusRule.shardUnownedFor becomes InfowayBridgeShardUnowned's `for`; every other rule is as shipped."""
+
+    def fors(objects: list[dict[str, Any]]) -> dict[str, str]:
+        spec = one(objects, "PrometheusRule")["spec"]
+        return {rule["alert"] + rule["labels"]["severity"]: rule["for"] for g in spec["groups"] for rule in g["rules"]}
+
+    shipped = fors(variants["monitoring"])
+    assert shipped["InfowayBridgeShardUnownedcritical"] == "2m"
+    changed = fors(rendered("monitoring", "--set", "prometheusRule.shardUnownedFor=5m"))
+    assert changed == {**shipped, "InfowayBridgeShardUnownedcritical": "5m"}
+
+
 def test_a_quoted_numeric_tag_is_kept() -> None:
     """image.tag "1.10" renders as 1.10 (the schema refuses the unquoted number, see below)."""
     objects = rendered("default", "--set-string", "image.tag=1.10")
@@ -254,6 +359,43 @@ REFUSED = {
     ),
     "a typo at the top level": (["--set", "replica=2"], "Additional property replica is not allowed"),
     "loopback metrics host": (["--set", "config.metrics.host=127.0.0.1"], "config.metrics.host is a loopback address"),
+    "several replicas without shards": (
+        ["--set", "replicas=3", "--set", "sharding.mode=none"],
+        "replicas is 3 but sharding.mode is none: every pod would subscribe every code",
+    ),
+    "an unknown sharding mode": (["--set", "sharding.mode=dynamic"], "sharding.mode: sharding.mode must be one of"),
+    "static mode with more pods than shards": (
+        ["--set", "replicas=5", "--set", "sharding.mode=static", "--set", "sharding.shards=4"],
+        "sharding.mode static with replicas (5) above sharding.shards (4)",
+    ),
+    "a sharding key the chart sets, in config": (
+        ["--set", "config.sharding.group=mine"],
+        "config.sharding.group is set by the chart (from sharding.group)",
+    ),
+    "a per-pod transactional id when sharded": (
+        ["--set", "replicas=3", "--set", "config.delivery.transactional_id=bridge-${HOSTNAME}"],
+        "config.delivery.transactional_id references ${HOSTNAME}, which differs from pod to pod",
+    ),
+    "a transactional id from the downward API when sharded": (
+        [
+            "--set",
+            "replicas=3",
+            "--set",
+            "config.delivery.transactional_id=${MY_POD}",
+            "--set-json",
+            'env=[{"name":"MY_POD","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}}]',
+        ],
+        "config.delivery.transactional_id references ${MY_POD}, which differs from pod to pod",
+    ),
+    "a shard alert quicker than a hand-off": (
+        ["--set", "replicas=3", "--set", "prometheusRule.enabled=true", "--set", "prometheusRule.shardUnownedFor=50s"],
+        "prometheusRule.shardUnownedFor (50s) must exceed sharding.sessionTimeoutSeconds (10) plus "
+        "sharding.handoffTimeoutSeconds (15) plus one scrape (serviceMonitor.interval, 30s)",
+    ),
+    "a budget that lets every pod go": (
+        ["--set", "replicas=3", "--set", "podDisruptionBudget.maxUnavailable=3"],
+        "podDisruptionBudget.maxUnavailable (3) lets a drain evict all 3 pods at once",
+    ),
 }
 
 

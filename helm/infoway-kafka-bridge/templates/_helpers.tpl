@@ -88,13 +88,68 @@ The port the bridge serves /metrics, /healthz and /readyz on: config.metrics.por
 {{- end }}
 
 {{/*
-How many pods may run the whole configuration side by side: 1. Each pod subscribes to every
-code today, so a second pod duplicates every record and the vendor connections on the key.
-This is the one place to change when the bridge shares work through a Kafka consumer group:
-NOTES.txt warns above it, and nothing else reads it.
+How the pods share the configured codes: sharding.mode, with "auto" resolved to "group" when more
+than one pod runs and to "none" for one (no shards, the configuration as before).
 */}}
-{{- define "infoway-kafka-bridge.maxReplicas" -}}
-1
+{{- define "infoway-kafka-bridge.shardingMode" -}}
+{{- $mode := .Values.sharding.mode | default "auto" }}
+{{- if eq $mode "auto" }}
+{{- if gt (int .Values.replicas) 1 }}group{{ else }}none{{ end }}
+{{- else }}
+{{- $mode }}
+{{- end }}
+{{- end }}
+
+{{/*
+The consumer group of group mode, also the stem of the shards' transactional ids in both sharded
+modes: sharding.group, else <namespace>.<full name>, so two releases (or one release name in two
+namespaces) on one Kafka cluster never share a group or fence each other's producers.
+*/}}
+{{- define "infoway-kafka-bridge.shardingGroup" -}}
+{{- .Values.sharding.group | default (printf "%s.%s" .Release.Namespace (include "infoway-kafka-bridge.fullname" .)) }}
+{{- end }}
+
+{{/*
+The control topic of group mode: sharding.controlTopic, else infoway.bridge.shards.<group>. One per
+deployment: its records name the owner of a shard but not the group, so two deployments writing
+one control topic would read each other's heartbeats as their own shards' previous owners.
+*/}}
+{{- define "infoway-kafka-bridge.controlTopic" -}}
+{{- .Values.sharding.controlTopic | default (printf "infoway.bridge.shards.%s" (include "infoway-kafka-bridge.shardingGroup" .)) }}
+{{- end }}
+
+{{/*
+The bridge's `sharding` section as the chart renders it from values.sharding (empty for mode none).
+The replica's name is the pod's, from the downward API (POD_NAME): the group's static member id,
+and in static mode where the index comes from (the ordinal: <name>-2 is index 2 of `replicas`).
+*/}}
+{{- define "infoway-kafka-bridge.sharding" -}}
+{{- $mode := include "infoway-kafka-bridge.shardingMode" . }}
+{{- if ne $mode "none" }}
+{{- $sharding := dict "mode" $mode "shards" (int .Values.sharding.shards) "instance" "${POD_NAME}" "group" (include "infoway-kafka-bridge.shardingGroup" .) }}
+{{- if eq $mode "static" }}
+{{- $_ := set $sharding "count" (int .Values.replicas) }}
+{{- else }}
+{{- $_ := set $sharding "control_topic" (include "infoway-kafka-bridge.controlTopic" .) }}
+{{- $_ := set $sharding "session_timeout_seconds" .Values.sharding.sessionTimeoutSeconds }}
+{{- $_ := set $sharding "handoff_timeout_seconds" .Values.sharding.handoffTimeoutSeconds }}
+{{- end }}
+{{- toYaml $sharding }}
+{{- end }}
+{{- end }}
+
+{{/*
+Seconds in a Prometheus duration such as 2m, 90s or 1m30s (the schema's "duration" pattern).
+*/}}
+{{- define "infoway-kafka-bridge.seconds" -}}
+{{- $total := 0.0 }}
+{{- range regexFindAll "[0-9]+(ms|s|m|h)" . -1 }}
+{{- $number := regexFind "^[0-9]+" . | float64 }}
+{{- $unit := trimPrefix (regexFind "^[0-9]+" .) . }}
+{{- $scale := get (dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0) $unit }}
+{{- $total = addf $total (mulf $number $scale) }}
+{{- end }}
+{{- $total }}
 {{- end }}
 
 {{/*
@@ -124,14 +179,20 @@ secrets:
 
 {{/*
 The bridge configuration as rendered into the ConfigMap: values.config with every secret whose
-Secret is named turned into its ${VAR} reference, and the disk spool in the spool volume
-(`spool.dir` under spool.mountPath; the rest of config.spool as given).
+Secret is named turned into its ${VAR} reference, the disk spool in the spool volume
+(`spool.dir` under spool.mountPath; the rest of config.spool as given), and the `sharding`
+section from values.sharding (merged with what config.sharding adds, such as
+heartbeat_interval_seconds; the validation refuses the keys the chart sets).
 */}}
 {{- define "infoway-kafka-bridge.config" -}}
 {{- $config := deepCopy .Values.config }}
 {{- $spool := default dict $config.spool }}
 {{- $_ := set $spool "dir" (printf "%s/spool" .Values.spool.mountPath) }}
 {{- $_ := set $config "spool" $spool }}
+{{- $sharding := include "infoway-kafka-bridge.sharding" . | fromYaml }}
+{{- if $sharding }}
+{{- $_ := set $config "sharding" (merge $sharding (default dict $config.sharding)) }}
+{{- end }}
 {{- range (include "infoway-kafka-bridge.secretWiring" . | fromYaml).secrets }}
 {{- $secret := index $.Values .secret }}
 {{- if $secret.name }}
@@ -182,6 +243,49 @@ the shape of the secret references first; these are the rules that span several 
 {{- $flush := dig "kafka" "flush_timeout_seconds" 15 .Values.config | float64 }}
 {{- if le (.Values.terminationGracePeriodSeconds | float64) (addf $flush 10) }}
 {{- fail (printf "terminationGracePeriodSeconds (%v) must exceed config.kafka.flush_timeout_seconds (%v) plus 10 s for closing the connections, or SIGKILL cuts the flush on SIGTERM" .Values.terminationGracePeriodSeconds $flush) }}
+{{- end }}
+{{- $mode := include "infoway-kafka-bridge.shardingMode" . }}
+{{- $replicas := int .Values.replicas }}
+{{- if and (gt $replicas 1) (eq $mode "none") }}
+{{- fail (printf "replicas is %d but sharding.mode is none: every pod would subscribe every code, so each record would be written %d times and the vendor would see %d times the connections on one key; set sharding.mode to auto or group (shards move to the living pods) or static (no failover)" $replicas $replicas $replicas) }}
+{{- end }}
+{{- if and (eq $mode "static") (gt $replicas (int .Values.sharding.shards)) }}
+{{- fail (printf "sharding.mode static with replicas (%d) above sharding.shards (%d): some pod would own no shard; raise sharding.shards or lower replicas" $replicas (int .Values.sharding.shards)) }}
+{{- end }}
+{{- $budget := .Values.podDisruptionBudget }}
+{{- if and $budget.enabled (gt $replicas 1) (not (kindIs "string" $budget.maxUnavailable)) (ge (int $budget.maxUnavailable) $replicas) }}
+{{- fail (printf "podDisruptionBudget.maxUnavailable (%d) lets a drain evict all %d pods at once, leaving every shard without an owner; use 1 (or fewer than replicas)" (int $budget.maxUnavailable) $replicas) }}
+{{- end }}
+{{- $owned := dict "mode" "sharding.mode" "shards" "sharding.shards" "instance" "the pod name" "index" "the pod's ordinal" "count" "replicas" "group" "sharding.group" "control_topic" "sharding.controlTopic" "session_timeout_seconds" "sharding.sessionTimeoutSeconds" "handoff_timeout_seconds" "sharding.handoffTimeoutSeconds" }}
+{{- $given := get .Values.config "sharding" }}
+{{- if kindIs "map" $given }}
+{{- range $key := keys $given | sortAlpha }}
+{{- if hasKey $owned $key }}
+{{- fail (printf "config.sharding.%s is set by the chart (from %s): set the value sharding instead, or leave it out" $key (get $owned $key)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if ne $mode "none" }}
+{{- $transactional := dig "delivery" "transactional_id" "" .Values.config | default "" | toString }}
+{{- $perPod := list "HOSTNAME" "POD_NAME" }}
+{{- range .Values.env }}
+{{- if and (kindIs "map" .) .valueFrom (kindIs "map" .valueFrom) (hasKey .valueFrom "fieldRef") }}
+{{- $perPod = append $perPod .name }}
+{{- end }}
+{{- end }}
+{{- range $perPod }}
+{{- if contains (printf "${%s}" .) $transactional }}
+{{- fail (printf "config.delivery.transactional_id references ${%s}, which differs from pod to pod: sharded (mode %s), every pod must derive the same transactional id for a shard (<id>.shard-NN), or a shard's new owner cannot fence the old one; leave it unset (the default is <kafka.client_id>.<sharding group>) or make it the same on every pod" . $mode) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.prometheusRule.enabled (eq $mode "group") }}
+{{- $for := include "infoway-kafka-bridge.seconds" .Values.prometheusRule.shardUnownedFor | float64 }}
+{{- $scrape := include "infoway-kafka-bridge.seconds" .Values.serviceMonitor.interval | float64 }}
+{{- $handoff := addf .Values.sharding.sessionTimeoutSeconds .Values.sharding.handoffTimeoutSeconds $scrape }}
+{{- if le $for $handoff }}
+{{- fail (printf "prometheusRule.shardUnownedFor (%s) must exceed sharding.sessionTimeoutSeconds (%v) plus sharding.handoffTimeoutSeconds (%v) plus one scrape (serviceMonitor.interval, %s): an ordinary hand-off after a pod dies would fire InfowayBridgeShardUnowned" .Values.prometheusRule.shardUnownedFor .Values.sharding.sessionTimeoutSeconds .Values.sharding.handoffTimeoutSeconds .Values.serviceMonitor.interval) }}
+{{- end }}
 {{- end }}
 {{- $host := dig "metrics" "host" "0.0.0.0" .Values.config | toString }}
 {{- if or (hasPrefix "127." $host) (eq $host "localhost") (eq $host "::1") }}
