@@ -315,14 +315,16 @@ def test_dashboard_queries_have_the_asked_for_shapes() -> None:
 
 
 def test_dashboard_shards_row_shows_owners_codes_unowned_shards_and_handoffs() -> None:
-    """A "Shards" row shows shards and codes owned per pod, shards nobody owns, and hand-offs by direction."""
+    """A "Shards" row shows shards and codes owned per pod, replicas per mode, shards nobody owns, and hand-offs."""
     board = dashboard()
     (row,) = [panel for panel in board["panels"] if panel["type"] == "row" and panel["title"] == "Shards"]
     below = [panel for panel in board["panels"] if panel["gridPos"]["y"] == row["gridPos"]["y"] + 1]
     expressions = {panel["title"]: [target["expr"] for target in panel["targets"]] for panel in below}
     joined = {title: "\n".join(exprs) for title, exprs in expressions.items()}
     assert "sum by (namespace, pod) (infoway_bridge_shards_owned{" in joined["Shards owned per pod"]
-    assert "sum by (namespace, pod) (infoway_bridge_codes_owned{" in joined["Codes owned per pod"]
+    codes = joined["Codes owned per pod, replicas by sharding mode"]
+    assert "sum by (namespace, pod) (infoway_bridge_codes_owned{" in codes
+    assert "count by (namespace, mode, group) (infoway_bridge_sharding_info{" in codes
     unowned = joined["Shards without an owner"]
     assert re.search(r"max by \(namespace, service\) \(infoway_bridge_shards_total\{[^}]*\} > 1\) - on", unowned)
     assert "count by (namespace, service, shard) (infoway_bridge_shard_owned{" in unowned
