@@ -18,6 +18,7 @@ from bridge.errors import ConfigError, KafkaError, RegistryError
 from bridge.logs import configure_logging
 from bridge.simulator.cli import add_simulate_arguments, run_simulate
 from bridge.tail import TAIL_EPILOG, add_tail_arguments, run_tail
+from bridge.workers import cores, run_workers, worker_config
 
 log = logging.getLogger("bridge")
 
@@ -43,8 +44,9 @@ exit status:
      is missing and kafka.create_topics is off
   4  every vendor connection stopped on a terminal error (bad key, expired plan, ...)
 
-example:
+examples:
   INFOWAY_API_KEY=... infoway-bridge run --config bridge.yaml
+  INFOWAY_API_KEY=... infoway-bridge run --config bridge.yaml --workers auto   # one process per core
 """
 
 
@@ -83,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop by itself after SECONDS, as after SIGTERM (for demos and smoke tests)",
     )
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="run N processes sharing this replica's shards, one per core ('auto': one per core; default 1); "
+        "metrics.port then serves all of them, each sample labelled with its worker",
+    )
+    run.add_argument("--worker", type=_worker, default=None, help=argparse.SUPPRESS)
     _add_logging_arguments(run)
 
     check = commands.add_parser(
@@ -109,6 +120,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_tail_arguments(tail)
     return parser
+
+
+def _workers(text: str) -> int:
+    if text == "auto":
+        return cores()
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {count}")
+    return count
+
+
+def _worker(text: str) -> tuple[int, int, int]:
+    """``I/N:PORT``, what a parent started with --workers passes to each worker."""
+    try:
+        share, port = text.split(":")
+        index, count = share.split("/")
+        return int(index), int(count), int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N:PORT, got {text!r}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,6 +181,11 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     configure_logging(args.log_format, args.log_level, secrets=config.secrets())
     try:
+        if args.worker is not None:
+            index, count, port = args.worker
+            config = worker_config(config, index, count, port)
+        elif args.workers > 1:
+            return asyncio.run(run_workers(config, args.workers, _worker_arguments(args)))
         return asyncio.run(_run_bridge(Bridge(config), args.summary_interval or None, args.run_for))
     except (KafkaError, RegistryError) as exc:
         log.error("%s", exc)
@@ -159,6 +197,13 @@ def _run(args: argparse.Namespace) -> int:
         # Through the logger, not Python's default hook, so the key is scrubbed from the traceback.
         log.exception("the bridge failed unexpectedly; this is a bug, please report it with this log")
         return EXIT_BUG
+
+
+def _worker_arguments(args: argparse.Namespace) -> list[str]:
+    """The ``run`` arguments every worker gets (the parent adds ``--worker``)."""
+    arguments = ["run", "--config", str(args.config), "--summary-interval", str(args.summary_interval)]
+    arguments += ["--log-format", args.log_format, "--log-level", args.log_level]
+    return arguments + ([] if args.run_for is None else ["--run-for", str(args.run_for)])
 
 
 async def _run_bridge(bridge: Bridge, summary_interval: float | None, run_for: float | None) -> int:

@@ -105,9 +105,17 @@ class BridgeProcess:
     """``infoway-bridge run`` as a child process, with its config, log, metrics endpoint and peak memory."""
 
     def __init__(
-        self, directory: Path, simulator_url: str, bootstrap: str, topics: dict[str, str], **sections: dict[str, Any]
+        self,
+        directory: Path,
+        simulator_url: str,
+        bootstrap: str,
+        topics: dict[str, str],
+        *,
+        arguments: tuple[str, ...] = (),
+        **sections: dict[str, Any],
     ) -> None:
         self.directory = directory
+        self._arguments = arguments
         self.metrics_port = free_port()
         self.log_path = directory / "bridge.log"
         self.runs = 0
@@ -147,7 +155,7 @@ class BridgeProcess:
             log_file.write(f"---- run {self.runs}\n".encode())
             log_file.flush()
             self._process = subprocess.Popen(
-                [BRIDGE, "run", "--config", str(self.config_path), "--summary-interval", "5"],
+                [BRIDGE, "run", "--config", str(self.config_path), "--summary-interval", "5", *self._arguments],
                 stderr=log_file, env=environment,
             )  # fmt: skip
 
