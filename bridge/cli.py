@@ -17,7 +17,7 @@ from bridge.config import API_KEY_ENV, BOOTSTRAP_ENV, load_config
 from bridge.errors import ConfigError, KafkaError, RegistryError
 from bridge.logs import configure_logging
 from bridge.simulator.cli import add_simulate_arguments, run_simulate
-from bridge.tail import TAIL_EPILOG, add_tail_arguments, run_tail
+from bridge.tail import TAIL_EPILOG, add_tail_arguments, positive_number, run_tail
 from bridge.workers import cores, run_workers, worker_config
 
 log = logging.getLogger("bridge")
@@ -123,15 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _workers(text: str) -> int:
-    if text == "auto":
-        return cores()
-    try:
-        count = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got {text!r}") from None
-    if count < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {count}")
-    return count
+    return cores() if text == "auto" else positive_number(text)
 
 
 def _worker(text: str) -> tuple[int, int, int]:

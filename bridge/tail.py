@@ -314,7 +314,7 @@ def add_tail_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry-url", help="schema registry API root, for confluent values (fetched by id)")
     parser.add_argument("--from-beginning", action="store_true", help="start at the first record kept, not the end")
     parser.add_argument("--follow", action="store_true", help="with --from-beginning: keep waiting at the end")
-    parser.add_argument("--count", type=_positive, metavar="N", help="stop after printing N records")
+    parser.add_argument("--count", type=positive_number, metavar="N", help="stop after printing N records")
     parser.add_argument(
         "--symbol",
         action="append",
@@ -326,7 +326,8 @@ def add_tail_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--headers", action="store_true", help="print each record's headers")
 
 
-def _positive(text: str) -> int:
+def positive_number(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
     try:
         number = int(text)
     except ValueError:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,15 +21,6 @@ from tests.harness import topics
 from tests.kafka_tools import apache_schema, consume_all, decode
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def bridges() -> Iterator[list[BridgeProcess]]:
-    """Bridge processes a test starts; none outlives it."""
-    started: list[BridgeProcess] = []
-    yield started
-    for bridge in started:
-        bridge.kill_if_running()
 
 
 def simulator(tmp_path: Path, rate: float) -> Simulator:

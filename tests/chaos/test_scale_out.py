@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,15 +29,6 @@ pytestmark = pytest.mark.kafka
 CODES = [f"S{i:02d}USDT" for i in range(60)]
 SHARDS = 12
 SESSION_TIMEOUT = 6.0
-
-
-@pytest.fixture
-def bridges() -> Iterator[list[BridgeProcess]]:
-    """Bridge processes a test starts; none outlives it."""
-    started: list[BridgeProcess] = []
-    yield started
-    for bridge in started:
-        bridge.kill_if_running()
 
 
 def replica(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -54,15 +53,6 @@ def test_in_group_mode_each_worker_is_a_member_and_the_ids_stay_the_replicas() -
     assert (first.sharding.instance, second.sharding.instance) == ("pod-1.w0", "pod-1.w1")
     assert first.delivery.transactional_id == second.delivery.transactional_id == "infoway-bridge.desk"
     assert (first.metrics.host, first.metrics.port) == ("127.0.0.1", 9000)
-
-
-@pytest.fixture
-def bridges() -> Iterator[list[BridgeProcess]]:
-    """Bridge processes a test starts; none outlives it."""
-    started: list[BridgeProcess] = []
-    yield started
-    for bridge in started:
-        bridge.kill_if_running()
 
 
 def scrape(port: int, path: str) -> tuple[int, str]:
