@@ -86,6 +86,7 @@ class Spool:
         self._sync_task: asyncio.Task[None] | None = None
         self._last_checkpoint = 0.0
         self.full = False
+        self._unreadable_logged = False
         metrics.watch_spool(self)
 
     # -- state ---------------------------------------------------------------------------------
@@ -274,6 +275,16 @@ class Spool:
                 break
             taken.extend(from_disk)
             self._read_next = from_disk[-1][0] + 1
+        if not taken and self._read_next < self.next_offset:
+            # Records are due but none could be read now (not yet written out by a failing disk):
+            # wait instead of returning at once, or the delivery loop would never yield.
+            if not self._unreadable_logged:
+                self._unreadable_logged = True
+                log.warning(
+                    "spool: offset %d is due (records up to %d) but not readable yet; retrying",
+                    self._read_next, self.next_offset - 1,
+                )  # fmt: skip
+            await asyncio.sleep(max(max_wait, 0.05))
         self._metrics.spool_drained.inc(len(taken))
         return taken
 

@@ -344,11 +344,14 @@ class SegmentFiles:
             taken, end, seen = self._read_segment(segment, position, wanted, limit)
             after = taken[-1][0] + 1 if taken else wanted
             self._cursor = (segment, end, after)
-            if taken or segment is self.segments[-1]:
+            if taken:
                 return taken
             if seen == 0 or end >= segment.size:
+                if segment is self.segments[-1]:
+                    return taken  # not written out yet (a failing disk), or nothing due
                 wanted = segment.last_offset + 1  # the rest of this segment was damaged
                 self._cursor = None
+            # else: a chunk of records before ``wanted`` (after a rewind); read on from its end
 
     def _read_segment(
         self, segment: Segment, position: int, wanted: int, limit: int
