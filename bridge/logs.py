@@ -73,6 +73,19 @@ def configure_logging(log_format: LogFormat = "text", level: str = "INFO", secre
 LIBRARY_LOGGERS = ("aiokafka", "aiokafka.conn", "aiokafka.client", "aiokafka.producer.sender", "websockets")
 
 
+class StartupNoiseFilter(logging.Filter):
+    """aiokafka logs "GroupCoordinatorNotAvailableError" at ERROR while a new cluster creates its
+    offsets topic, then retries and succeeds: the exactly-once position read meets it on every
+    first start. Shown as DEBUG (when enabled), it no longer looks like a failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Demote the transient coordinator error; pass everything else."""
+        if "GroupCoordinatorNotAvailable" not in record.getMessage():
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger("bridge").isEnabledFor(logging.DEBUG)
+
+
 def guard_library_loggers(secrets: tuple[str, ...]) -> None:
     """Scrub ``secrets`` from the library loggers themselves, whatever handlers the host installs.
 
@@ -84,3 +97,6 @@ def guard_library_loggers(secrets: tuple[str, ...]) -> None:
         for existing in [f for f in logger.filters if isinstance(f, RedactingFilter)]:
             logger.removeFilter(existing)
         logger.addFilter(RedactingFilter(secrets))
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    if not any(isinstance(f, StartupNoiseFilter) for f in coordinator.filters):
+        coordinator.addFilter(StartupNoiseFilter())
