@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config_backfill import DEFAULT_REST_URL, BackfillConfig, RestUrl, hk_code_problem
 from bridge.config_errors import Invalid, describe, describe_yaml_error, secrets_in
 from bridge.config_spool import DeliveryConfig, SpoolConfig
 from bridge.errors import ConfigError
@@ -90,6 +91,8 @@ class SubscriptionConfig(_Frozen):
         for index, code in enumerate(value):
             if not code or "," in code or any(char.isspace() for char in code):
                 raise Invalid("expected a code without commas or spaces", key=index, value=code)
+            if (problem := hk_code_problem(code)) is not None:
+                raise Invalid(problem, key=index, value=code)
         return value
 
     @field_serializer("kline_types", when_used="json")
@@ -128,6 +131,8 @@ class SourceConfig(_Frozen):
     """The vendor side: where to connect, with which key, for what."""
 
     url: str = DEFAULT_URL
+    rest_url: RestUrl = DEFAULT_REST_URL
+    """The REST API, for kline backfill after gaps (``backfill``)."""
     api_key: SecretStr
     subscriptions: tuple[SubscriptionConfig, ...] = Field(min_length=1)
     max_codes_per_connection: int = Field(DEFAULT_MAX_CODES_PER_CONNECTION, ge=1)
@@ -336,6 +341,7 @@ class BridgeConfig(_Frozen):
     metrics: MetricsConfig = MetricsConfig()
     spool: SpoolConfig = SpoolConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    backfill: BackfillConfig = BackfillConfig()
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret the configuration holds, for scrubbing logs, errors and dead letters."""
