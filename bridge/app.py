@@ -30,6 +30,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from bridge.backfill_wiring import build_backfiller
 from bridge.config import BridgeConfig
 from bridge.config_spool import DeliveryMode
 from bridge.errors import ConfigError, KafkaError
@@ -218,9 +219,14 @@ class Bridge:
             self._log_recovery(recovered)
             self.sink.begin()
             publisher = Publisher(serializer, self.spool, self.metrics)
+            backfiller = build_backfiller(config, publisher, self.metrics, self._clock)
             self.feeds = build_feeds(
-                config, publisher, self.metrics, run=self.run_id, retry=self._retry, clock=self._clock
+                config, backfiller or publisher, self.metrics, run=self.run_id, retry=self._retry, clock=self._clock
             )
+            if backfiller is not None:
+                backfiller.track(feed.session.plan for feed in self.feeds)
+                backfiller.start()
+                teardown.push_async_callback(backfiller.close)
             teardown.callback(self._finish_feeds)
             log.info(
                 "producing to Kafka at %s (topics: %s; delivery %s%s; run id %s)",

@@ -145,4 +145,3 @@ class RestClient:
             # httpx's messages name the URL (never the key, which is only in a header) and the errno.
             return envelope.error_of(RestCause.TRANSPORT, f"{method} {path}: {type(exc).__name__}: {exc}", None)
         return envelope.decode(response.status_code, response.content)
-

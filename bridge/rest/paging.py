@@ -20,7 +20,7 @@ Only one code per request: with several the server silently answers two bars eac
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from bridge.errors import RestCause, RestError, RestTerminal
@@ -121,7 +121,7 @@ class KlinePager:
         """``timestamp`` for the next request: none for the first, then the oldest bar held (an overlap)."""
         return self.oldest
 
-    def add(self, bars: list[Mapping[str, Any]]) -> int:
+    def add(self, bars: Sequence[Mapping[str, Any]]) -> int:
         """Take one page (newest first, as sent, or in any order); returns how many bars were new."""
         self.pages += 1
         before = self.oldest

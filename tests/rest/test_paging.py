@@ -34,7 +34,9 @@ def test_body_is_one_code_at_most_500_bars() -> None:
 def test_bars_are_matched_by_symbol_not_position() -> None:
     """respList is taken from the entry whose s is the code; a missing code has no bars; junk is an error."""
     data = [{"s": "ETHUSDT", "respList": page(60)}, {"s": "BTCUSDT", "respList": page(120, 180)}]
-    assert [bar["t"] for bar in bars_of(data, "BTCUSDT")] == ["180", "120"]  # type: ignore[index]
+    found = bars_of(data, "BTCUSDT")
+    assert isinstance(found, list)
+    assert [bar["t"] for bar in found] == ["180", "120"]
     assert bars_of(data, "DOGEUSDT") == []
     assert bars_of(None, "BTCUSDT") == []
     assert isinstance(bars_of({"s": "x"}, "BTCUSDT"), RestError)
