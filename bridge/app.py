@@ -219,14 +219,15 @@ class Bridge:
             self._log_recovery(recovered)
             self.sink.begin()
             publisher = Publisher(serializer, self.spool, self.metrics)
-            backfiller = build_backfiller(config, publisher, self.metrics, self._clock)
+            rest = build_backfiller(config, publisher, self.metrics, self._clock)
             self.feeds = build_feeds(
-                config, backfiller or publisher, self.metrics, run=self.run_id, retry=self._retry, clock=self._clock
-            )
-            if backfiller is not None:
-                backfiller.track(feed.session.plan for feed in self.feeds)
-                backfiller.start()
-                teardown.push_async_callback(backfiller.close)
+                config, rest.outlet if rest else publisher, self.metrics, run=self.run_id, retry=self._retry,
+                clock=self._clock,
+            )  # fmt: skip
+            if rest is not None:
+                rest.track(feed.session.plan for feed in self.feeds)
+                rest.start()
+                teardown.push_async_callback(rest.close)
             teardown.callback(self._finish_feeds)
             log.info(
                 "producing to Kafka at %s (topics: %s; delivery %s%s; run id %s)",

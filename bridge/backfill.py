@@ -63,10 +63,10 @@ from bridge.records import (
     BackfillItem,
     BackfillReport,
     BackfillStatus,
-    BarSource,
     GapRecord,
     KlineRecord,
     Provenance,
+    RecordSource,
     Stream,
 )
 from bridge.rest.client import RestClient
@@ -355,7 +355,7 @@ class Backfiller:
                 log.warning("backfill of %s: REST bar of %s skipped: %s", line.plan.name, code, exc)
                 continue
             self._outlet.emit(
-                Record(dataclasses.replace(record, source=BarSource.REST), raw=orjson.dumps(bar).decode())
+                Record(dataclasses.replace(record, source=RecordSource.REST), raw=orjson.dumps(bar).decode())
             )
             published += 1
             start = _epoch(record.open_time)

@@ -77,6 +77,8 @@ class SubscriptionConfig(_Frozen):
     kline_types: tuple[Annotated[KlineInterval, BeforeValidator(_kline_interval)], ...] = (KlineInterval.MIN_1,)
     stale_after_seconds: PositiveSeconds | None = None
     on_stale: StalePolicy | None = None
+    snapshot_on_reconnect: bool = False
+    """Depth: after every reconnect, one REST ``batch_depth`` snapshot of the codes, published with source REST."""
 
     @field_validator("codes", mode="before")
     @classmethod

@@ -44,13 +44,13 @@ class Stream(enum.StrEnum):
     KLINE = "kline"
 
 
-class BarSource(enum.StrEnum):
-    """Where a kline bar came from; the value is the kline schema's ``source``."""
+class RecordSource(enum.StrEnum):
+    """Where a kline bar or a book came from; the value is the kline and depth schemas' ``source``."""
 
     WS = "WS"
-    """Pushed on the WebSocket (10008), possibly an open bar that later pushes update."""
+    """Pushed on the WebSocket (10005, 10008); a bar possibly still open, that later pushes update."""
     REST = "REST"
-    """Fetched over REST after a gap (backfill): a final bar, a later bar existed when it was fetched."""
+    """Fetched over REST: a final bar after a gap (backfill), or a book snapshot after a reconnect."""
 
 
 class Side(enum.StrEnum):
@@ -104,6 +104,7 @@ class DepthRecord:
     bids: tuple[PriceLevel, ...]
     asks: tuple[PriceLevel, ...]
     provenance: Provenance
+    source: RecordSource = RecordSource.WS
 
     stream = Stream.DEPTH
 
@@ -124,7 +125,7 @@ class KlineRecord:
     change: Decimal | None
     change_percent: Decimal | None
     provenance: Provenance
-    source: BarSource = BarSource.WS
+    source: RecordSource = RecordSource.WS
 
     stream = Stream.KLINE
 

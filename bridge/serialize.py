@@ -179,6 +179,7 @@ def depth_to_avro(record: DepthRecord) -> dict[str, Any]:
     datum = _common(record)
     datum["bids"] = _levels(record.bids, "bids")
     datum["asks"] = _levels(record.asks, "asks")
+    datum["source"] = record.source.value
     return datum
 
 

@@ -9,7 +9,7 @@ from bridge.records import (
     BackfillItem,
     BackfillReport,
     BackfillStatus,
-    BarSource,
+    RecordSource,
     Cause,
     GapRecord,
     KlineRecord,
@@ -23,7 +23,7 @@ T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 SERIALIZER = RecordSerializer(TopicMap({Stream.KLINE: "k"}, "dlq", "gaps"))
 
 
-def bar(source: BarSource) -> KlineRecord:
+def bar(source: RecordSource) -> KlineRecord:
     """One 1m bar."""
     one = Decimal("1.5")
     return KlineRecord(
@@ -35,10 +35,10 @@ def bar(source: BarSource) -> KlineRecord:
 def test_kline_source_is_written_and_old_records_read_as_ws() -> None:
     """source carries WS or REST; a record built without it is WS."""
     schema = apache_schema("kline")
-    assert decode(schema, SERIALIZER.serialize(bar(BarSource.REST)).value)["source"] == "REST"
-    assert decode(schema, SERIALIZER.serialize(bar(BarSource.WS)).value)["source"] == "WS"
-    default = KlineRecord(*(getattr(bar(BarSource.REST), name) for name in KlineRecord.__slots__[:-1]))
-    assert default.source is BarSource.WS
+    assert decode(schema, SERIALIZER.serialize(bar(RecordSource.REST)).value)["source"] == "REST"
+    assert decode(schema, SERIALIZER.serialize(bar(RecordSource.WS)).value)["source"] == "WS"
+    default = KlineRecord(*(getattr(bar(RecordSource.REST), name) for name in KlineRecord.__slots__[:-1]))
+    assert default.source is RecordSource.WS
 
 
 def test_gap_follow_up_carries_the_backfill_report() -> None:

@@ -229,3 +229,27 @@ async def test_a_401_stops_backfill_and_the_websocket_stream_runs_on(
     assert {item["reason"] for item in report["items"] if item["stream"] == "kline"} == {"unauthorized"}
     refused = [r for r in caplog.records if r.levelno == logging.ERROR and "refused the key" in r.getMessage()]
     assert len(refused) == 1
+
+
+async def test_a_reconnect_publishes_one_rest_book_per_code_marked_rest(sim: Simulator, kafka_bootstrap: str) -> None:
+    """With snapshot_on_reconnect, each reconnect adds one batch_depth book per code, source REST, newer than any
+    book the WebSocket had delivered, its connection_id the new connection's with /snapshot."""
+    config = bridge_config(
+        sim.url,
+        kafka_bootstrap,
+        [{"business": "crypto", "codes": list(CODES), "streams": ["depth"], "snapshot_on_reconnect": True}],
+        source={"rest_url": sim.rest_url},
+        kafka={"topics": _topics()},
+    )
+    async with RunningBridge(config, clock=MarketClock(sim)) as running:
+        await eventually(lambda: sim.stats.depth_sent > 50, what="books before the outage")
+        await sim.go_offline(1.0)
+        await asyncio.sleep(1.0)
+        await eventually(lambda: sim.rest.stats.total("depth", "ok") == 1, timeout=20, what="the snapshot request")
+        await asyncio.sleep(1.0)
+        await running.stop()
+    schema = apache_schema("depth")
+    books = [decode(schema, m.value) for m in await consume_all(kafka_bootstrap, config.kafka.topics.depth)]
+    snapshots = [book for book in books if book["source"] == "REST"]
+    assert sorted(book["symbol"] for book in snapshots) == sorted(CODES)
+    assert all(book["connection_id"].endswith("/snapshot") and book["bids"] and book["asks"] for book in snapshots)
