@@ -38,10 +38,11 @@ import logging
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import orjson
 
+from bridge.backfill_report import Pair, build_report, epoch_seconds, floor_start, seconds_to_next_utc_day
 from bridge.config_backfill import BackfillConfig
 from bridge.errors import (
     MalformedPayload,
@@ -61,8 +62,6 @@ from bridge.protocol.requests import ConnectionPlan
 from bridge.records import (
     EPOCH,
     BackfillItem,
-    BackfillReport,
-    BackfillStatus,
     GapRecord,
     KlineRecord,
     Provenance,
@@ -76,29 +75,6 @@ from bridge.timing import Clock
 log = logging.getLogger(__name__)
 
 _KEY_WIDE = (RestCause.UNAUTHORIZED, RestCause.EXPIRED)
-# Interval lengths for the lower bound when no WebSocket bar was seen; calendar intervals take their longest.
-_SECONDS = {1: 60, 2: 300, 3: 900, 4: 1800, 5: 3600, 6: 7200, 7: 14400, 8: 86400, 9: 604800}
-_LONGEST = {10: 31 * 86400, 11: 92 * 86400, 12: 366 * 86400}
-
-Pair = tuple[str, str]
-"""(symbol, interval label)."""
-
-
-def _epoch(instant: datetime) -> int:
-    return int((instant - EPOCH).total_seconds())
-
-
-def _floor_start(instant: datetime, interval: KlineInterval) -> int:
-    """The bar containing ``instant`` for fixed intervals; one longest interval before it for calendar ones."""
-    seconds = _epoch(instant)
-    length = _SECONDS.get(int(interval))
-    return seconds - seconds % length if length is not None else seconds - _LONGEST[int(interval)]
-
-
-def seconds_to_next_utc_day(now: datetime) -> float:
-    """Seconds from ``now`` to the next 00:00 UTC, when the vendor's daily quota renews."""
-    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return max((midnight - now).total_seconds(), 1.0)
 
 
 @dataclass(slots=True)
@@ -219,7 +195,7 @@ class Backfiller:
     def _track(self, line: _Line, record: KlineRecord) -> bool:
         """Remember the bar; returns whether the record must wait in the hold."""
         pair = (record.symbol, record.interval)
-        start = _epoch(record.open_time)
+        start = epoch_seconds(record.open_time)
         if start > line.last_bar.get(pair, -1):
             line.last_bar[pair] = start
         for job in line.jobs:
@@ -257,7 +233,7 @@ class Backfiller:
         lower: dict[Pair, int] = {}
         for code, interval in self._pairs(line):
             pair = (code, interval.label)
-            lower[pair] = line.last_bar.get(pair, _floor_start(gap.start, interval))
+            lower[pair] = line.last_bar.get(pair, floor_start(gap.start, interval))
         line.jobs.append(_Job(gap, lower))
         if not line.holding and self._config.hold_live_seconds > 0 and self._config.hold_max_records > 0:
             line.holding = True
@@ -292,7 +268,7 @@ class Backfiller:
         if refused is not None:
             return BackfillItem(code, Stream.KLINE, interval.label, 0, refused.cause.value)
         pair = (code, interval.label)
-        floor = _epoch(self._clock.wall()) - int(self._config.max_age_seconds)
+        floor = epoch_seconds(self._clock.wall()) - int(self._config.max_age_seconds)
         since = job.lower[pair]
         reason = "max_age" if since < floor else None
         pager = KlinePager(max(since, floor), self._config.page_bars)
@@ -323,7 +299,7 @@ class Backfiller:
                 await asyncio.sleep(self._config.retry_max_seconds)
                 continue
             except RestHistoryLimit as exc:
-                pager.clamp(None if exc.earliest is None else _epoch(exc.earliest))
+                pager.clamp(None if exc.earliest is None else epoch_seconds(exc.earliest))
                 reason = reason or RestCause.HISTORY_LIMIT.value
                 break
             except RestError as exc:
@@ -358,7 +334,7 @@ class Backfiller:
                 Record(dataclasses.replace(record, source=RecordSource.REST), raw=orjson.dumps(bar).decode())
             )
             published += 1
-            start = _epoch(record.open_time)
+            start = epoch_seconds(record.open_time)
             job.first_bar = start if job.first_bar is None else min(job.first_bar, start)
             job.last_bar = start if job.last_bar is None else max(job.last_bar, start)
         if published:
@@ -401,21 +377,9 @@ class Backfiller:
                 for code, interval in self._pairs(line)
                 if (code, interval.label) not in done
             ]
-        unfillable = [
-            BackfillItem(code, sub.stream, None, 0, "no_history")
-            for sub in line.plan.subscriptions
-            if sub.stream is not Stream.KLINE
-            for code in sub.codes
-        ]
-        bars = sum(item.bars for item in items)
-        if items and all(item.reason is None for item in items):
-            status = BackfillStatus.FULL
-        elif bars:
-            status = BackfillStatus.PARTIAL
-        else:
-            status = BackfillStatus.NONE
-        span = [None if t is None else EPOCH + timedelta(seconds=t) for t in (job.first_bar, job.last_bar)]
-        report = BackfillReport(status, bars, (*items, *unfillable), span[0], span[1])
+        first, last = (None if t is None else EPOCH + timedelta(seconds=t) for t in (job.first_bar, job.last_bar))
+        report = build_report(line.plan, items, first, last)
+        status, bars = report.status, report.bars
         self._metrics.backfilled_gaps.labels(gap.business, status.value).inc()
         log.info(
             "backfill of the gap on %s (%s to %s): %s, %d bars over REST%s",
