@@ -9,11 +9,11 @@ from bridge.records import (
     BackfillItem,
     BackfillReport,
     BackfillStatus,
-    RecordSource,
     Cause,
     GapRecord,
     KlineRecord,
     Provenance,
+    RecordSource,
     Stream,
 )
 from bridge.serialize import RecordSerializer, TopicMap
