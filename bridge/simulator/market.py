@@ -181,6 +181,11 @@ _CATALOGUE: dict[str, InstrumentSpec] = {
 }
 
 
+def bar_seconds(interval: KlineInterval) -> int:
+    """The length of a bar of ``interval`` in seconds; a day for weeks and longer (a step, not a length)."""
+    return _FIXED_SECONDS.get(interval, 86400)
+
+
 def bar_start(interval: KlineInterval, epoch_seconds: int) -> int:
     """The start (epoch seconds, UTC) of the bar of ``interval`` that contains ``epoch_seconds``.
 

@@ -82,7 +82,7 @@ from bridge.records import Stream
 from bridge.redact import RedactingFilter, redact
 from bridge.simulator import http_answers
 from bridge.simulator.connection import ServedConnection, ServerState
-from bridge.simulator.market import BUSINESSES
+from bridge.simulator.market import BUSINESSES, bar_seconds
 from bridge.simulator.options import SimulatorOptions, SimulatorStats
 from bridge.simulator.pacer import Due, StreamPacer
 from bridge.simulator.recorder import SentRecorder
@@ -98,7 +98,8 @@ _WIRE_LOGGER = logging.getLogger("bridge.simulator.websockets")
 _WIRE_LOGGER.addFilter(RedactingFilter())
 _WIRE_LOGGER.setLevel(logging.WARNING)
 _TRADE_EVERY_TICKS = 10
-"""Pairs nobody is subscribed to trade once every this many pacer ticks."""
+"""Pairs nobody is subscribed to trade every this many pacer ticks."""
+_MAX_BARS_PER_CALL = 2000
 
 
 class Simulator:
@@ -134,6 +135,7 @@ class Simulator:
         """Every (business, code, interval) ever subscribed for klines: they keep trading during gaps."""
         self._subscribed_klines: set[tuple[str, str, KlineInterval]] = set()
         self._ticks = 0
+        self._traded_until = 0
 
     @property
     def port(self) -> int:
@@ -406,13 +408,21 @@ class Simulator:
             connection.wake.set()
 
     def _trade_unsubscribed(self) -> None:
-        """One fill for every kline pair nobody is subscribed to now, so its market goes on during a gap."""
+        """Fills for every kline pair nobody is subscribed to now, so its market goes on during a gap.
+
+        One fill per bar interval of market time since the last call (at most ``_MAX_BARS_PER_CALL``),
+        so every bar that is not quiet exists however fast the market clock runs.
+        """
         state = self._state
         now = state.now_ms()
+        since, self._traded_until = self._traded_until, now
         for business, code, interval in self._traded - self._subscribed_klines:
             market = state.market(business)
-            if not market.quiet(code, interval, now):
-                market.instrument(code).kline(interval, now)
+            step = bar_seconds(interval) * 1000
+            first = max(since, now - _MAX_BARS_PER_CALL * step)
+            for instant in [*range(first - first % step + step, now, step), now]:
+                if not market.quiet(code, interval, instant):
+                    market.instrument(code).kline(interval, instant)
 
     def _subscribed_pairs(self, stream: Stream) -> list[tuple[ServedConnection, Due]]:
         pairs: list[tuple[ServedConnection, Due]] = []

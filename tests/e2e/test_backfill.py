@@ -1,8 +1,10 @@
 """Kline backfill end to end: the simulator over real sockets (WebSocket and REST), the bridge in-process, Kafka.
 
-The simulator's market clock runs at 60x, so one 1m bar lasts a real second and an outage of a
-few seconds is a gap of a few minutes of bars; the bridge is given the same clock, as a bridge
-and its vendor share wall time. The oracle is the simulator's own REST answer at the end.
+The simulator's market clock runs at 60x (6000x for paging), so one 1m bar lasts a real second and
+an outage of a few seconds is a gap of minutes of bars. The bridge keeps its own (real) wall clock:
+a gap's window comes from the bars the WebSocket delivered, not from the bridge's clock, so the two
+clocks need not agree (and Kafka refuses record timestamps hours in the future). The oracle is the
+simulator's own REST answer at the end.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 import httpx
@@ -19,24 +20,12 @@ import pytest
 
 from bridge.metrics import counter_totals
 from bridge.simulator import Simulator, SimulatorOptions
-from bridge.timing import Clock
 from tests.harness import API_KEY, RunningBridge, bridge_config, eventually
 from tests.kafka_tools import apache_schema, consume_all, decode
 
 pytestmark = pytest.mark.kafka
 CODES = ("BTCUSDT", "ETHUSDT")
 SCALE = 60.0
-
-
-class MarketClock(Clock):
-    """The bridge's wall clock is the simulator's market clock (monotonic time stays real)."""
-
-    def __init__(self, sim: Simulator) -> None:
-        self._sim = sim
-
-    def wall(self) -> datetime:
-        """The simulator's market time."""
-        return self._sim.market_now()
 
 
 @pytest.fixture
@@ -76,12 +65,19 @@ def metric(running: RunningBridge, name: str, label: str) -> dict[str, float]:
     return counter_totals(running.bridge.metrics.registry, name, label)
 
 
-async def oracle(sim: Simulator, code: str) -> dict[int, dict[str, str]]:
-    """The simulator's bars of ``code`` (1m) by start, from its REST API, without the newest (maybe open)."""
+async def oracle(sim: Simulator, code: str, pages: int = 1) -> dict[int, dict[str, str]]:
+    """The simulator's bars of ``code`` (1m) by start, oldest first, from its REST API (``pages`` pages of 500 walked
+    back by hand), without the newest (maybe open)."""
+    found: dict[int, dict[str, str]] = {}
+    body: dict[str, Any] = {"codes": code, "klineType": 1, "klineNum": 500}
     async with httpx.AsyncClient(base_url=sim.rest_url, headers={"apiKey": API_KEY}) as client:
-        answer = await client.post("/crypto/v2/batch_kline", json={"codes": code, "klineType": 1, "klineNum": 500})
-    bars = answer.json()["data"][0]["respList"]
-    return {int(bar["t"]): bar for bar in bars[1:]}
+        for _ in range(pages):
+            answer = await client.post("/crypto/v2/batch_kline", json=body)
+            bars = answer.json()["data"][0]["respList"]
+            found.update({int(bar["t"]): bar for bar in bars})
+            body["timestamp"] = int(bars[-1]["t"])
+    newest = max(found)
+    return {start: found[start] for start in sorted(found) if start != newest}
 
 
 async def klines_on_topic(running: RunningBridge, bootstrap: str) -> dict[str, list[dict[str, Any]]]:
@@ -110,6 +106,7 @@ def start_of(record: dict[str, Any]) -> int:
 async def outage(sim: Simulator, running: RunningBridge, seconds: float) -> None:
     """Let bars flow, cut every connection and refuse reconnects for ``seconds``, then wait for data again."""
     await eventually(lambda: sim.stats.klines_sent > 200, what="kline pushes before the outage")
+    await eventually(lambda: running.delivered > 0, timeout=60, what="records in Kafka before the outage")
     await sim.go_offline(seconds)
     await asyncio.sleep(seconds)
     await eventually(lambda: running.bridge.readiness()[0], timeout=20, what="the reconnect")
@@ -122,7 +119,7 @@ async def test_a_gap_is_backfilled_once_in_bar_order(
     vendor's, in bar order per symbol, marked REST; only the bar open when data stopped is sent again, final; the
     follow-up gap record says full and lists trades as no_history; the key is in no log line at DEBUG."""
     caplog.set_level(logging.DEBUG)
-    async with RunningBridge(config_for(sim, kafka_bootstrap), clock=MarketClock(sim)) as running:
+    async with RunningBridge(config_for(sim, kafka_bootstrap)) as running:
         await outage(sim, running, 4.0)
         reconnected = time.monotonic()
         await eventually(
@@ -174,7 +171,7 @@ async def test_rate_limited_rest_slows_backfill_and_the_live_stream_goes_on(
     """While REST answers only rate limits, live klines keep arriving (the hold lets go after 1 s); once REST answers,
     the backfill completes, its bars after the live ones, every bar there."""
     config = config_for(sim, kafka_bootstrap, hold_live_seconds=1, attempts=10, retry_max_seconds=0.5)
-    async with RunningBridge(config, clock=MarketClock(sim)) as running:
+    async with RunningBridge(config) as running:
         sim.rest.set_fault("rate-limit")
         await outage(sim, running, 3.0)
         delivered = running.delivered
@@ -195,7 +192,7 @@ async def test_rate_limited_rest_slows_backfill_and_the_live_stream_goes_on(
 async def test_a_spent_daily_quota_pauses_backfill_not_the_stream(sim: Simulator, kafka_bootstrap: str) -> None:
     """A 502 pauses backfill (gauge 1) while live data flows; stopping reports the gap as not filled (stopped)."""
     config = config_for(sim, kafka_bootstrap, hold_live_seconds=1)
-    async with RunningBridge(config, clock=MarketClock(sim)) as running:
+    async with RunningBridge(config) as running:
         sim.rest.set_fault("quota")
         await outage(sim, running, 2.0)
         gauge = running.bridge.metrics.rest_quota_exhausted
@@ -214,7 +211,7 @@ async def test_a_401_stops_backfill_and_the_websocket_stream_runs_on(
     sim: Simulator, kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A REST 401 ends backfill for the key with one ERROR; the gap is reported unauthorized; live data goes on."""
-    async with RunningBridge(config_for(sim, kafka_bootstrap), clock=MarketClock(sim)) as running:
+    async with RunningBridge(config_for(sim, kafka_bootstrap)) as running:
         sim.rest.set_fault("unauthorized")
         await outage(sim, running, 2.0)
         await eventually(lambda: bool(metric(running, "infoway_bridge_backfilled_gaps", "result")), what="the report")
@@ -241,7 +238,7 @@ async def test_a_reconnect_publishes_one_rest_book_per_code_marked_rest(sim: Sim
         source={"rest_url": sim.rest_url},
         kafka={"topics": _topics()},
     )
-    async with RunningBridge(config, clock=MarketClock(sim)) as running:
+    async with RunningBridge(config) as running:
         await eventually(lambda: sim.stats.depth_sent > 50, what="books before the outage")
         await sim.go_offline(1.0)
         await asyncio.sleep(1.0)
@@ -253,3 +250,35 @@ async def test_a_reconnect_publishes_one_rest_book_per_code_marked_rest(sim: Sim
     snapshots = [book for book in books if book["source"] == "REST"]
     assert sorted(book["symbol"] for book in snapshots) == sorted(CODES)
     assert all(book["connection_id"].endswith("/snapshot") and book["bids"] and book["asks"] for book in snapshots)
+
+
+async def test_a_gap_longer_than_a_page_is_paged_backwards(kafka_bootstrap: str) -> None:
+    """At 6000x an outage of 7 s is about 700 minutes: each code needs two 500-bar pages (overlapping by one bar), and
+    every vendor bar of the gap is published once from REST, in order."""
+    options = SimulatorOptions(
+        port=0, rest_port=0, api_key=API_KEY, rate=20, kline_rate=400, time_scale=6000, quiet_bar_percent=20,
+        rest_rate=50, seed=5,
+    )  # fmt: skip
+    async with Simulator(options) as sim:
+        config = config_for(sim, kafka_bootstrap, max_age_seconds=30 * 86400)
+        async with RunningBridge(config) as running:
+            await outage(sim, running, 7.0)
+            reconnected = time.monotonic()
+            await eventually(
+                lambda: bool(metric(running, "infoway_bridge_backfilled_gaps", "result")), timeout=60, what="backfill"
+            )
+            filled_after = time.monotonic() - reconnected
+            await running.stop()
+            kline_requests = sim.rest.stats.total("kline", "ok")
+            truth = {code: await oracle(sim, code, pages=4) for code in CODES}
+        topic = await klines_on_topic(running, kafka_bootstrap)
+    total = 0
+    for code in CODES:
+        rest = [start_of(record) for record in topic[code] if record["source"] == "REST"]
+        assert rest == sorted(set(rest)), f"{code}: REST bars repeated or out of order"
+        inside = [t for t in truth[code] if rest[0] <= t <= rest[-1]]
+        assert rest == inside, f"{code}: REST bars differ from the vendor's inside the gap"
+        assert len(rest) > 500, f"{code}: {len(rest)} bars do not need a second page"
+        total += len(rest)
+    assert kline_requests >= 2 * len(CODES)
+    print(f"\npaged backfill: {total} bars, {kline_requests} kline requests, {filled_after:.2f}s after the reconnect")
