@@ -30,6 +30,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from bridge.backfill_wiring import build_rest
 from bridge.config import BridgeConfig
 from bridge.config_sharding import ShardingMode
 from bridge.config_spool import DeliveryMode
@@ -163,9 +164,12 @@ class Bridge:
                 dead_letter_max_raw_chars=config.kafka.dead_letter_max_raw_chars,
             )
             stem = transactional_stem(config)
+            rest = build_rest(config, self.metrics, self._clock)
+            if rest is not None:
+                teardown.push_async_callback(rest.close)
             self.replica = Replica(
                 config, serializer, self.metrics, run=self.run_id, transactional_stem=stem, retry=self._retry,
-                clock=self._clock,
+                clock=self._clock, rest=rest,
             )  # fmt: skip
             teardown.push_async_callback(self.replica.stop)
             await self.replica.start()

@@ -28,7 +28,8 @@ EXIT_KAFKA = 3
 
 _DESCRIPTION = """\
 Stream the Infoway market-data WebSocket feed (trades, depth, klines) into Kafka as Avro,
-keyed by symbol, with Prometheus metrics on /metrics, /healthz and /readyz.
+keyed by symbol, with Prometheus metrics on /metrics, /healthz and /readyz. After a gap, the
+missing klines are fetched over the vendor's REST API (backfill; source REST).
 """
 _RUN_EPILOG = f"""\
 environment:
@@ -106,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser(
         "simulate",
         help="serve the vendor protocol locally (for demos, tests and benchmarks)",
-        description="A local server that speaks the Infoway WebSocket protocol with generated market data.",
+        description="A local server that speaks the Infoway WebSocket protocol (and, with --rest-port, its REST API) "
+        "with generated market data.",
     )
     add_simulate_arguments(simulate)
     _add_logging_arguments(simulate)

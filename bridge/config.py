@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config_backfill import DEFAULT_REST_URL, BackfillConfig, RestUrl, hk_code_problem
 from bridge.config_errors import Invalid, describe, describe_yaml_error, secrets_in
 from bridge.config_sharding import ShardingConfig
 from bridge.config_spool import DeliveryConfig, SpoolConfig
@@ -77,6 +78,8 @@ class SubscriptionConfig(_Frozen):
     kline_types: tuple[Annotated[KlineInterval, BeforeValidator(_kline_interval)], ...] = (KlineInterval.MIN_1,)
     stale_after_seconds: PositiveSeconds | None = None
     on_stale: StalePolicy | None = None
+    snapshot_on_reconnect: bool = False
+    """Depth: after every reconnect, one REST ``batch_depth`` snapshot of the codes, published with source REST."""
 
     @field_validator("codes", mode="before")
     @classmethod
@@ -91,6 +94,8 @@ class SubscriptionConfig(_Frozen):
         for index, code in enumerate(value):
             if not code or "," in code or any(char.isspace() for char in code):
                 raise Invalid("expected a code without commas or spaces", key=index, value=code)
+            if (problem := hk_code_problem(code)) is not None:
+                raise Invalid(problem, key=index, value=code)
         return value
 
     @field_serializer("kline_types", when_used="json")
@@ -129,6 +134,8 @@ class SourceConfig(_Frozen):
     """The vendor side: where to connect, with which key, for what."""
 
     url: str = DEFAULT_URL
+    rest_url: RestUrl = DEFAULT_REST_URL
+    """The REST API, for kline backfill after gaps (``backfill``)."""
     api_key: SecretStr
     subscriptions: tuple[SubscriptionConfig, ...] = Field(min_length=1)
     max_codes_per_connection: int = Field(DEFAULT_MAX_CODES_PER_CONNECTION, ge=1)
@@ -338,6 +345,7 @@ class BridgeConfig(_Frozen):
     spool: SpoolConfig = SpoolConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     sharding: ShardingConfig = ShardingConfig()
+    backfill: BackfillConfig = BackfillConfig()
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret the configuration holds, for scrubbing logs, errors and dead letters."""

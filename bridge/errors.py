@@ -9,7 +9,13 @@
     │   └── MalformedPayload         a push whose payload misses a field or carries a bad number
     ├── KafkaError                   the broker side failed
     │   └── TopicMissing             a topic the bridge needs does not exist and may not be created
-    └── RegistryError                the schema registry refused a request or could not be reached
+    ├── RegistryError                the schema registry refused a request or could not be reached
+    └── RestError                    the vendor's REST API refused or failed a request (``cause``: a RestCause)
+        ├── RestRetriable            rate limited or a transport failure: back off and try again
+        ├── RestQuotaExhausted       the key's daily quota is spent (502): pause until the next UTC day
+        ├── RestHistoryLimit         ``timestamp`` is older than the plan allows (513): clamp to ``earliest``
+        └── RestTerminal             bad key (401), expired key (509), market not bought (514), our own bad
+                                     request (503, 505-507) or unknown codes (508): retrying cannot help
 
 ``retriable`` on the class says whether trying again can help. Vendor refusals are not
 exceptions but events (:class:`bridge.protocol.VendorError`), classified by the catalogue in
@@ -17,6 +23,9 @@ exceptions but events (:class:`bridge.protocol.VendorError`), classified by the 
 """
 
 from __future__ import annotations
+
+import enum
+from datetime import datetime
 
 
 class BridgeError(Exception):
@@ -66,3 +75,66 @@ class RegistryError(BridgeError):
     """The schema registry refused a request or could not be reached; the message says which and why."""
 
     retriable = True
+
+
+class RestCause(enum.StrEnum):
+    """Why a REST request failed; the value is the ``outcome`` metric label and the backfill report's reason."""
+
+    RATE_LIMITED = "rate_limited"
+    """``{"detail": "Rate limit exceeded"}`` (HTTP 200 or 429), a 429 page, or ``ret`` 501."""
+    TRANSPORT = "transport"
+    """No usable answer: refused or reset, a timeout, a CDN status (499, 502, 524), a body that is not JSON."""
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    """``ret`` 502: the key's requests for the day are spent."""
+    HISTORY_LIMIT = "history_limit"
+    """``ret`` 513: ``timestamp`` is before the plan's history window."""
+    UNAUTHORIZED = "unauthorized"
+    """HTTP 401: a bad or missing key."""
+    EXPIRED = "expired"
+    """``ret`` 509: the key's permission has expired."""
+    NO_PERMISSION = "no_permission"
+    """``ret`` 514: the plan does not cover this market."""
+    UNKNOWN_CODES = "unknown_codes"
+    """``ret`` 508 (``All product not exists``): unknown codes, a wrong business, an unpadded HK code."""
+    BAD_REQUEST = "bad_request"
+    """``ret`` 503, 505, 506, 507 or an RFC 7807 body: the bridge built a request the API forbids (a bug)."""
+    SERVER_ERROR = "server_error"
+    """``ret`` 500 whose ``msg`` names no known code, or another ``ret``: reported, not retried."""
+
+
+class RestError(BridgeError):
+    """The vendor's REST API did not answer a request with data.
+
+    Args:
+        cause: what kind of failure, for control flow and metric labels.
+        detail: the vendor's message (never the key: requests carry it in a header only).
+        code: the vendor's ``ret`` (unwrapped from ``msg`` when ``ret`` was 500) or the HTTP status.
+    """
+
+    def __init__(self, cause: RestCause, detail: str, code: int | None = None) -> None:
+        super().__init__(f"{cause.value}{'' if code is None else f' ({code})'}: {detail}")
+        self.cause = cause
+        self.detail = detail
+        self.code = code
+
+
+class RestRetriable(RestError):
+    """Rate limited or a transport failure: the same request may succeed after a backoff."""
+
+    retriable = True
+
+
+class RestQuotaExhausted(RestError):
+    """The daily quota is spent: no request can succeed before the next UTC day."""
+
+
+class RestHistoryLimit(RestError):
+    """``timestamp`` was too old; ``earliest`` is the oldest the plan allows, when the message said it."""
+
+    def __init__(self, detail: str, earliest: datetime | None, code: int | None = 513) -> None:
+        super().__init__(RestCause.HISTORY_LIMIT, detail, code)
+        self.earliest = earliest
+
+
+class RestTerminal(RestError):
+    """Retrying cannot help: the key, the plan or the request itself is wrong."""

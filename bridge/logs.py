@@ -70,7 +70,15 @@ def configure_logging(log_format: LogFormat = "text", level: str = "INFO", secre
 
 # Library loggers whose DEBUG output can carry a secret: aiokafka.conn prints every request,
 # the SASL PLAIN login (user and password) included.
-LIBRARY_LOGGERS = ("aiokafka", "aiokafka.conn", "aiokafka.client", "aiokafka.producer.sender", "websockets")
+LIBRARY_LOGGERS = (
+    "aiokafka",
+    "aiokafka.conn",
+    "aiokafka.client",
+    "aiokafka.producer.sender",
+    "websockets",
+    "httpx",
+    "httpcore",
+)
 
 
 class StartupNoiseFilter(logging.Filter):

@@ -185,6 +185,37 @@ class BridgeMetrics:
             ["direction"],
             registry=registry,
         )
+        self.rest_requests = Counter(
+            prefix + "rest_requests",
+            "REST requests to the vendor, each attempt, by endpoint (kline, depth, package_info) and outcome "
+            "(ok, or why not: rate_limited, transport, quota_exhausted, history_limit, unauthorized, expired, "
+            "no_permission, unknown_codes, bad_request, server_error).",
+            ["endpoint", "outcome"],
+            registry=registry,
+        )
+        self.backfilled_bars = Counter(
+            prefix + "backfilled_bars",
+            "Kline bars fetched over REST after a gap and published with source REST.",
+            ["business", "interval"],
+            registry=registry,
+        )
+        self.backfilled_gaps = Counter(
+            prefix + "backfilled_gaps",
+            "Gaps whose backfill finished, by result: full, partial or none.",
+            ["business", "result"],
+            registry=registry,
+        )
+        self.rest_quota_remaining = Gauge(
+            prefix + "rest_quota_remaining_requests",
+            "REST requests this process may start now without waiting: its budget's tokens (0 while paused by a rate "
+            "limit or a spent daily quota).",
+            registry=registry,
+        )
+        self.rest_quota_exhausted = Gauge(
+            prefix + "rest_quota_exhausted",
+            "1 while backfill is paused until the next UTC day because the key's daily REST quota is spent (502).",
+            registry=registry,
+        )
 
     def watch_spool(self, spool: SpoolView) -> None:
         """Count ``spool`` in the spool gauges (until :meth:`forget_spool`)."""

@@ -82,6 +82,9 @@ class Publisher:
 
     def _gap(self, closed: GapClosed) -> None:
         gap = closed.gap
+        if gap.backfill is not None:  # a follow-up: the gap itself was counted and logged when it closed
+            self._send_gap(closed)
+            return
         self._metrics.gap_seconds.labels(gap.business).inc(gap.seconds)
         cause = gap.cause.value if gap.code is None else f"{gap.cause.value} {gap.code}"
         log.warning(
@@ -94,6 +97,9 @@ class Publisher:
                 "code": gap.code, "gap_seconds": round(gap.seconds, 3),
             },
         )  # fmt: skip
-        message = self._serializer.serialize_gap(gap)
+        self._send_gap(closed)
+
+    def _send_gap(self, closed: GapClosed) -> None:
+        message = self._serializer.serialize_gap(closed.gap)
         if message is not None:
             self._send(message)

@@ -44,6 +44,15 @@ class Stream(enum.StrEnum):
     KLINE = "kline"
 
 
+class RecordSource(enum.StrEnum):
+    """Where a kline bar or a book came from; the value is the kline and depth schemas' ``source``."""
+
+    WS = "WS"
+    """Pushed on the WebSocket (10005, 10008); a bar possibly still open, that later pushes update."""
+    REST = "REST"
+    """Fetched over REST: a final bar after a gap (backfill), or a book snapshot after a reconnect."""
+
+
 class Side(enum.StrEnum):
     """The aggressor side of a trade, from the vendor's ``td`` (1 buy, 2 sell, 0 unknown)."""
 
@@ -95,6 +104,7 @@ class DepthRecord:
     bids: tuple[PriceLevel, ...]
     asks: tuple[PriceLevel, ...]
     provenance: Provenance
+    source: RecordSource = RecordSource.WS
 
     stream = Stream.DEPTH
 
@@ -115,6 +125,7 @@ class KlineRecord:
     change: Decimal | None
     change_percent: Decimal | None
     provenance: Provenance
+    source: RecordSource = RecordSource.WS
 
     stream = Stream.KLINE
 
@@ -185,6 +196,44 @@ class DeadLetter:
     target_topic: str | None = None
 
 
+class BackfillStatus(enum.StrEnum):
+    """How much of a gap the REST backfill filled; the value is in the gap record and a metric label."""
+
+    FULL = "full"
+    """Every kline code and interval of the gap was fetched back to the gap's start."""
+    PARTIAL = "partial"
+    """Some were, some were not (each item says why)."""
+    NONE = "none"
+    """Nothing could be fetched, or the gap carried no klines."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillItem:
+    """What the backfill did for one code and interval of a gap.
+
+    ``reason`` is ``None`` when the item is complete, else a stable phrase: a
+    :class:`~bridge.errors.RestCause` value, ``max_age`` (the gap is older than ``backfill.max_age``),
+    ``stopped`` (the bridge stopped first) or ``no_history`` (trades and depth have no REST history).
+    """
+
+    symbol: str
+    stream: Stream
+    interval: str | None
+    bars: int
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillReport:
+    """What a gap's backfill published over REST and what it could not (``schemas/gap.avsc``, ``backfill``)."""
+
+    status: BackfillStatus
+    bars: int
+    items: tuple[BackfillItem, ...]
+    first_bar: datetime | None
+    last_bar: datetime | None
+
+
 @dataclass(frozen=True, slots=True)
 class GapRecord:
     """An interval during which a connection's subscriptions were not being received.
@@ -205,6 +254,8 @@ class GapRecord:
     resolved: bool
     previous_connection_id: str
     next_connection_id: str | None
+    backfill: BackfillReport | None = None
+    """Set on the follow-up record published once the gap's backfill finished (or gave up)."""
 
     @property
     def seconds(self) -> float:

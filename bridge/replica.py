@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+from bridge.backfill_wiring import RestShared
 from bridge.config import BridgeConfig
 from bridge.config_sharding import ShardingMode
 from bridge.errors import KafkaError
@@ -77,8 +78,10 @@ class Replica:
         transactional_stem: str,
         retry: RetryPolicy | None = None,
         clock: Clock | None = None,
+        rest: RestShared | None = None,
     ) -> None:
         self._config = config
+        self._rest = rest
         self._serializer = serializer
         self._metrics = metrics
         self._run = run
@@ -288,7 +291,7 @@ class Replica:
         settings = unit_settings(self._config, shard, self._stem)
         unit = ShardUnit(
             settings, self._config, self._serializer, self._metrics, run=self._run, retry=self._retry,
-            clock=self._clock,
+            clock=self._clock, rest=self._rest,
         )  # fmt: skip
         await unit.start(inherited)
         self.units[shard] = unit

@@ -34,6 +34,7 @@ from bridge.records import (
     epoch_millis,
 )
 from bridge.redact import redact
+from bridge.serialize_backfill import backfill_to_avro
 
 DECIMAL_PRECISION = 38
 DECIMAL_SCALE = 18
@@ -178,6 +179,7 @@ def depth_to_avro(record: DepthRecord) -> dict[str, Any]:
     datum = _common(record)
     datum["bids"] = _levels(record.bids, "bids")
     datum["asks"] = _levels(record.asks, "asks")
+    datum["source"] = record.source.value
     return datum
 
 
@@ -190,6 +192,7 @@ def kline_to_avro(record: KlineRecord) -> dict[str, Any]:
         datum[name] = decimal_bytes(getattr(record, name), name)
     datum["change"] = _optional(record.change, "change")
     datum["change_percent"] = _optional(record.change_percent, "change_percent")
+    datum["source"] = record.source.value
     return datum
 
 
@@ -358,6 +361,7 @@ class RecordSerializer:
             "resolved": gap.resolved,
             "previous_connection_id": gap.previous_connection_id,
             "next_connection_id": gap.next_connection_id,
+            "backfill": None if gap.backfill is None else backfill_to_avro(gap.backfill),
         }
         buffer = io.BytesIO(self._prefix["gap"])
         buffer.seek(0, io.SEEK_END)

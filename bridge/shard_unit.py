@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.backfill_wiring import RestShared, RestSide
 from bridge.config import BridgeConfig, SubscriptionConfig
 from bridge.config_spool import SpoolConfig
 from bridge.feed import FeedConnection, Outlet, vendor_url
@@ -143,8 +144,11 @@ class ShardUnit:
         run: str,
         retry: RetryPolicy | None = None,
         clock: Clock | None = None,
+        rest: RestShared | None = None,
     ) -> None:
         self.settings = settings
+        self._rest = rest
+        self._rest_side: RestSide | None = None
         self._config = config
         self._metrics = metrics
         self.spool = Spool(settings.spool, metrics)
@@ -220,11 +224,16 @@ class ShardUnit:
         self._log_recovery(recovered)
         self.sink.begin()
         self._watcher = asyncio.create_task(self._watch_sink(self.sink), name=f"{self.settings.label}-sink")
-        publisher = Publisher(self._serializer, self.spool, self._metrics)
+        outlet: Outlet = Publisher(self._serializer, self.spool, self._metrics)
+        if self._rest is not None and self.settings.plans:
+            self._rest_side = self._rest.side_for(outlet)
+            outlet = self._rest_side.outlet
         self.feeds = build_feeds(
-            self._config, self.settings.plans, publisher, self._metrics, run=self._run, retry=self._retry,
+            self._config, self.settings.plans, outlet, self._metrics, run=self._run, retry=self._retry,
             clock=self._clock,
         )  # fmt: skip
+        if self._rest_side is not None:
+            self._rest_side.track(feed.session.plan for feed in self.feeds)
         for feed in self.feeds:
             if inherited is not None:
                 previous = inherited.connections.get(feed.session.plan.name, f"{inherited.previous_owner}")
@@ -276,6 +285,8 @@ class ShardUnit:
         for feed in self.feeds:
             feed.finish()
             self._metrics.connection_up.remove(feed.session.plan.business, feed.session.plan.name)
+        if self._rest_side is not None:
+            await self._rest_side.close()  # gaps still being filled are reported as stopped
         left = 0
         if self.sink is not None:
             left = await self.sink.close()

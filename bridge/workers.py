@@ -71,10 +71,12 @@ def worker_config(config: BridgeConfig, index: int, workers: int, metrics_port: 
             raise ConfigError(f"--workers {workers} is more than sharding.shards ({sharding.shards})")
         shares |= {"mode": ShardingMode.STATIC, "index": index, "count": workers}
     delivery = config.delivery.model_copy(update={"transactional_id": transactional_stem(config)})
+    backfill = config.backfill.model_copy(update={"share": config.backfill.share / workers})  # one key's budget
     return config.model_copy(
         update={
             "sharding": sharding.model_copy(update=shares),
             "delivery": delivery,
+            "backfill": backfill,
             "metrics": config.metrics.model_copy(update={"host": "127.0.0.1", "port": metrics_port}),
         }
     )

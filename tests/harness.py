@@ -21,6 +21,7 @@ from bridge.records import Stream
 from bridge.serialize import RecordSerializer, TopicMap
 from bridge.sink import KafkaSink
 from bridge.spool import Spool
+from bridge.timing import Clock
 from bridge.topics import ensure_topics
 
 API_KEY = "harness-secret-key-9f3a"
@@ -59,6 +60,7 @@ def bridge_config(
     kafka: Mapping[str, Any] | None = None,
     spool: Mapping[str, Any] | None = None,
     delivery: Mapping[str, Any] | None = None,
+    backfill: Mapping[str, Any] | None = None,
 ) -> BridgeConfig:
     """A configuration for tests: fast reconnects, metrics on a free port, fresh topics, spool and transactional id."""
     document = {
@@ -73,6 +75,7 @@ def bridge_config(
         "metrics": {"host": "127.0.0.1", "port": 0},
         "spool": {"dir": str(fresh_spool()), **(spool or {})},
         "delivery": {**unique_delivery(), **(delivery or {})},
+        "backfill": dict(backfill or {}),
     }
     return parse_config(document, {})
 
@@ -80,8 +83,8 @@ def bridge_config(
 class RunningBridge:
     """The bridge's ``run`` as a task of the test's event loop; ``stop()`` returns its exit code."""
 
-    def __init__(self, config: BridgeConfig) -> None:
-        self.bridge = Bridge(config)
+    def __init__(self, config: BridgeConfig, clock: Clock | None = None) -> None:
+        self.bridge = Bridge(config, clock=clock)
         self._stop = asyncio.Event()
         self._task: asyncio.Task[int] | None = None
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from bridge.records import Stream
 from bridge.simulator.gateway import GatewayRules
 from bridge.simulator.options import SimulatorOptions
+from bridge.simulator.rest import FAULTS
 from bridge.simulator.server import Simulator
 
 logger = logging.getLogger("bridge.simulator")
@@ -38,6 +39,11 @@ handshakes (401, 429, 5xx) and bad frames among the pushes (--garbage-every).
 GET /sim/stats on the same port answers JSON: each open connection with its codes per stream,
 kline intervals and pushes sent, and the totals.
 
+With --rest-port the vendor's REST API is served there too (POST /{business}/v2/batch_kline,
+GET /{business}/batch_depth/{codes}, GET /package/info; the key in the apiKey header), from the
+same bars the pushes show, with the vendor's error envelope and limits, and the controls
+GET /sim/rest-fault?mode=..., GET /sim/offline?seconds=N and GET /sim/rest-stats.
+
 Runs until SIGINT or SIGTERM."""
 EXAMPLES = (
     ("a reproducible run, every push recorded", "--port 8765 --rate 1000 --seed 7 --record-sent sent.jsonl"),
@@ -46,6 +52,10 @@ EXAMPLES = (
         "--close-after 5000 --garbage-every 1000 --heartbeat-timeout 45",
     ),
     ("the first two handshakes refused with 503", "--refuse-handshake 503 --refuse-handshakes 2"),
+    (
+        "REST on port 8766, one 1m bar per second, 20 % quiet minutes",
+        "--rest-port 8766 --time-scale 60 --quiet-bar-percent 20",
+    ),
 )
 """What each example shows, and its flags."""
 EPILOG = "examples:\n" + "".join(f"  # {what}\n  infoway-bridge simulate {flags}\n" for what, flags in EXAMPLES)
@@ -128,6 +138,51 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed",
         type=int,
         help="seed of the prices and sizes, for a reproducible run (default: a random seed, shown in the start line)",
+    )
+    rest = parser.add_argument_group("REST API and market clock")
+    rest.add_argument(
+        "--rest-port",
+        type=_port,
+        metavar="PORT",
+        help="serve the vendor's REST API on this port; 0 picks a free one, shown in the start line (default: no REST)",
+    )
+    rest.add_argument(
+        "--rest-rate",
+        type=_rate,
+        default=_DEFAULTS.rest_rate,
+        metavar="PER_SECOND",
+        help='REST requests per second per key; more get {"detail":"Rate limit exceeded"} on 429 or 200 '
+        "(default: %(default)g)",
+    )
+    rest.add_argument(
+        "--rest-history-seconds",
+        type=_seconds,
+        metavar="SECONDS",
+        help="a kline timestamp older than this (market time) is refused with 513 and the earliest allowed time "
+        "(default: no limit)",
+    )
+    rest.add_argument(
+        "--rest-fault",
+        choices=FAULTS,
+        default=_DEFAULTS.rest_fault,
+        help="REST fault mode at start: rate-limit (every request), quota (502, daily quota spent), "
+        "unauthorized (401), ret500 (a 500 naming no code); GET /sim/rest-fault?mode= changes it "
+        "(default: %(default)s)",
+    )
+    rest.add_argument(
+        "--time-scale",
+        type=_rate,
+        default=_DEFAULTS.time_scale,
+        metavar="FACTOR",
+        help="market seconds per real second; at 60 a 1m bar lasts one second and event times run ahead "
+        "(default: %(default)g)",
+    )
+    rest.add_argument(
+        "--quiet-bar-percent",
+        type=_integer_in(0, 90, "a percentage from 0 to 90"),
+        default=_DEFAULTS.quiet_bar_percent,
+        metavar="PERCENT",
+        help="this share of bar intervals has no trades: no kline push, no REST bar (default: %(default)s)",
     )
     faults = parser.add_argument_group(
         "gateway limits and fault modes",

@@ -87,13 +87,22 @@ class ServerState:
         self.recorder: SentRecorder | None = None
         self.version = 0
         self._markets: dict[str, Market] = {}
+        self._origin_ms = time.time_ns() // 1_000_000
+        self._origin = time.monotonic()
 
     def market(self, business: str) -> Market:
         """The market of ``business``, shared by its connections, made on first use."""
         market = self._markets.get(business)
         if market is None:
-            market = self._markets[business] = Market(business, self.seed)
+            market = self._markets[business] = Market(business, self.seed, self.options.quiet_bar_percent)
         return market
+
+    def now_ms(self) -> int:
+        """Market time in Unix milliseconds: the wall clock, or at ``time_scale`` from the start."""
+        scale = self.options.time_scale
+        if scale == 1:
+            return now_millis()
+        return self._origin_ms + int((time.monotonic() - self._origin) * scale * 1000)
 
 
 class _BatchEnd(enum.Enum):
@@ -232,7 +241,7 @@ class ServedConnection:
         watch = gateway.watches_pushes
         chunks: list[bytes] = []
         counts = dict.fromkeys(Stream, 0)
-        now = now_millis()
+        now = state.now_ms()
         end = _BatchEnd.CONTINUE
         for _ in range(min(len(backlog), _BATCH)):
             stream, code, interval = backlog.popleft()
@@ -245,6 +254,9 @@ class ServedConnection:
                 payload = market.depth_frame(code, now)
             else:
                 assert interval is not None  # kline pairs always carry their interval
+                if market.quiet(code, interval, now):
+                    pacers[stream].release()
+                    continue
                 payload = market.kline_frame(code, interval, now)
             chunks.append(text_frame(payload))
             counts[stream] += 1

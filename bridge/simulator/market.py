@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import calendar
 import random
+import zlib
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, InvalidOperation, Overflow
@@ -65,6 +67,8 @@ _FIXED_SECONDS: dict[KlineInterval, int] = {
 # Trade sides: 5 % of trades carry no side (td 0), the rest are buys (1) or sells (2) evenly.
 _NO_SIDE = 0.05
 _BUY_BELOW = 0.525
+BAR_HISTORY = 5000
+"""Finished bars kept per instrument and interval, for the REST answers."""
 _NEVER = -(2**62)
 """The last event time of a stream that has had no event yet."""
 _WEEK_SECONDS = 7 * 86400
@@ -171,10 +175,15 @@ _CATALOGUE: dict[str, InstrumentSpec] = {
     "XAUUSD": InstrumentSpec.from_price("2345.67", 2),
     "AAPL.US": InstrumentSpec.from_price("225.975", 0),
     "TSLA.US": InstrumentSpec.from_price("248.51", 0),
-    "0700.HK": InstrumentSpec.from_price("385.40", 0),
+    "00700.HK": InstrumentSpec.from_price("385.40", 0),
     "002594.SZ": InstrumentSpec.from_price("268.88", 0),
     "600519.SH": InstrumentSpec.from_price("1688.00", 0),
 }
+
+
+def bar_seconds(interval: KlineInterval) -> int:
+    """The length of a bar of ``interval`` in seconds; a day for weeks and longer (a step, not a length)."""
+    return _FIXED_SECONDS.get(interval, 86400)
 
 
 def bar_start(interval: KlineInterval, epoch_seconds: int) -> int:
@@ -238,6 +247,7 @@ class Instrument:
         # The walk never goes below half the start price, so five book levels stay positive.
         self._floor_ticks = max(spec.start_ticks // 2, 10 * DEPTH_LEVELS)
         self._bars: dict[KlineInterval, _Bar] = {}
+        self._history: dict[KlineInterval, deque[_Bar]] = {}
         self._last_trade_ms = _NEVER
         self._last_depth_ms = _NEVER
         self._symbol_json = orjson.dumps(symbol).decode()
@@ -308,26 +318,55 @@ class Instrument:
         start = bar_start(interval, now_ms // 1000)
         bar = self._bars.get(interval)
         if bar is None or bar.start != start:
+            if bar is not None:
+                self._history.setdefault(interval, deque(maxlen=BAR_HISTORY)).append(bar)
             bar = _Bar(start, self._ticks)
             self._bars[interval] = bar
         lots = self._lots()
         bar.fill(self._ticks, lots, _EXACT.multiply(self.price, self._size(lots)))
+        rest = self._rest_bar(bar)
+        return {
+            "c": rest["c"],
+            "h": rest["h"],
+            "l": rest["l"],
+            "o": rest["o"],
+            "pca": rest["pca"],
+            "pfr": rest["pc"],
+            "s": self.symbol,
+            "t": rest["t"],
+            "ty": int(interval),
+            "v": rest["v"],
+            "vw": rest["vw"],
+        }
+
+    def bars(self, interval: KlineInterval, up_to: int | None, count: int) -> list[dict[str, str]]:
+        """The REST ``respList``: up to ``count`` bars starting at or before ``up_to``, newest first.
+
+        The same bars the pushes showed, each in its latest state: the newest may still be open
+        (its values change until the interval rolls over), the others are final. Only bars with a
+        fill exist, so quiet intervals leave holes (the vendor's sparse minutes).
+        """
+        current = self._bars.get(interval)
+        every = [*self._history.get(interval, ()), *([] if current is None else [current])]
+        chosen = [bar for bar in every if up_to is None or bar.start <= up_to][-count:] if count > 0 else []
+        return [self._rest_bar(bar) for bar in reversed(chosen)]
+
+    def _rest_bar(self, bar: _Bar) -> dict[str, str]:
+        """One bar as REST writes it: ``t`` a string of seconds, ``pc`` (not ``pfr``), no ``s`` or ``ty``."""
         places = self._style.kline_places
         open_, close = self._price(bar.open), self._price(bar.close)
         change = _EXACT.subtract(close, open_)
         percent = _PERCENT.divide(_PERCENT.multiply(change, _HUNDRED), open_).quantize(_TWO_PLACES, context=_PERCENT)
         return {
-            "c": fixed(close, places),
+            "t": str(bar.start),
+            "o": fixed(open_, places),
             "h": fixed(self._price(bar.high), places),
             "l": fixed(self._price(bar.low), places),
-            "o": fixed(open_, places),
-            "pca": fixed(change, places),
-            "pfr": _percent_text(percent),
-            "s": self.symbol,
-            "t": str(start),
-            "ty": int(interval),
+            "c": fixed(close, places),
             "v": fixed(self._size(bar.volume_lots), places),
             "vw": plain(bar.amount),
+            "pc": _percent_text(percent),
+            "pca": fixed(change, places),
         }
 
     def _step(self) -> None:
@@ -379,12 +418,14 @@ class Market:
     subscribed to ``BTCUSDT`` see one price path.
     """
 
-    def __init__(self, business: str, seed: int) -> None:
+    def __init__(self, business: str, seed: int, quiet_bar_percent: int = 0) -> None:
         """Make an empty market.
 
         Args:
             business: one of :data:`BUSINESSES`; it picks the number style and price ranges.
             seed: with the business and the symbol, fixes every value this market produces.
+            quiet_bar_percent: this share of bar intervals (chosen from the seed) has no trades, so
+                no bar: no kline push and a hole in the REST answers, like the vendor's sparse minutes.
 
         Raises:
             ValueError: for a business the simulator has no data for.
@@ -394,6 +435,7 @@ class Market:
             raise ValueError(f"no market data for business {business!r}: use one of {', '.join(BUSINESSES)}")
         self.business = business
         self._seed = seed
+        self._quiet_percent = quiet_bar_percent
         self._profile = profile
         self._instruments: dict[str, Instrument] = {}
 
@@ -414,6 +456,14 @@ class Market:
     def depth_frame(self, symbol: str, now_ms: int) -> bytes:
         """A complete 10005 frame."""
         return self.instrument(symbol).depth_frame(now_ms)
+
+    def quiet(self, symbol: str, interval: KlineInterval, now_ms: int) -> bool:
+        """Whether the bar of ``interval`` containing ``now_ms`` has no trades (so no push and no bar)."""
+        if not self._quiet_percent:
+            return False
+        start = bar_start(interval, now_ms // 1000)
+        draw = zlib.crc32(f"{self._seed}/{self.business}/{symbol}/{int(interval)}/{start}".encode()) % 100
+        return draw < self._quiet_percent
 
     def kline_frame(self, symbol: str, interval: KlineInterval, now_ms: int) -> bytes:
         """A complete 10008 frame."""

@@ -51,6 +51,18 @@ class SimulatorOptions:
     """Seconds a client gets to answer the closing handshake at shutdown."""
     rules: GatewayRules = field(default_factory=GatewayRules)
     """The gateway's limits (on by default, as in production) and fault modes (off by default)."""
+    rest_port: int | None = None
+    """Serve the REST API (klines, depth, package info, /sim controls) on this port; 0 picks one; None: no REST."""
+    rest_rate: float = 10.0
+    """REST requests per second per key; more are answered ``{"detail":"Rate limit exceeded"}``."""
+    rest_history_seconds: float | None = None
+    """A kline ``timestamp`` older than this (market time) is refused with 513; None: no limit."""
+    rest_fault: str = "none"
+    """The REST fault mode at start (:data:`~bridge.simulator.rest.FAULTS`); ``/sim/rest-fault`` changes it."""
+    time_scale: float = 1.0
+    """Market seconds per real second: at 60 a 1m bar lasts one second. Event times follow the market clock."""
+    quiet_bar_percent: int = 0
+    """This share of bar intervals has no trades: no kline push and no REST bar (sparse minutes)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -73,6 +85,12 @@ class SimulatorOptions:
                 raise ValueError(f"{name} must be >= 0, not {limit}")
         if not self.tick_seconds > 0 or not self.close_timeout > 0:
             raise ValueError("tick_seconds and close_timeout must be > 0")
+        if self.rest_port is not None and not 0 <= self.rest_port <= 65535:
+            raise ValueError(f"rest_port must be in 0..65535, not {self.rest_port}")
+        if not (math.isfinite(self.time_scale) and self.time_scale > 0) or not self.rest_rate > 0:
+            raise ValueError("time_scale and rest_rate must be finite numbers > 0")
+        if not 0 <= self.quiet_bar_percent <= 90:
+            raise ValueError(f"quiet_bar_percent must be in 0..90, not {self.quiet_bar_percent}")
         if self.backlog is not None and self.backlog < 1:
             raise ValueError(f"backlog must be >= 1, not {self.backlog}")
 

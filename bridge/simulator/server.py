@@ -49,6 +49,14 @@ verdicts out, so every fault keeps the one-writer rule:
 
 Every client frame, even after a cut, also counts in the key's rolling window, whose peak is
 ``stats.max_frames_in_window_per_key``.
+
+REST and the market clock
+-------------------------
+With ``rest_port`` set, a second port serves the vendor's REST API from the same markets
+(:mod:`~bridge.simulator.rest`, :mod:`~bridge.simulator.rest_server`), and :meth:`Simulator.go_offline`
+drops every connection and refuses handshakes (503) for a while, so a client has a gap to backfill.
+Market time runs at ``time_scale`` (one 1m bar per real second at 60), and every kline pair that
+was ever subscribed keeps trading while nobody is subscribed to it, so the bars of a gap exist.
 """
 
 from __future__ import annotations
@@ -69,15 +77,18 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from bridge.protocol.codes import KlineInterval
 from bridge.records import Stream
 from bridge.redact import RedactingFilter, redact
 from bridge.simulator import http_answers
 from bridge.simulator.connection import ServedConnection, ServerState
-from bridge.simulator.market import BUSINESSES
+from bridge.simulator.market import BUSINESSES, bar_seconds
 from bridge.simulator.options import SimulatorOptions, SimulatorStats
 from bridge.simulator.pacer import Due, StreamPacer
 from bridge.simulator.recorder import SentRecorder
 from bridge.simulator.replies import GREETING, WELCOME, ClientInfo
+from bridge.simulator.rest import RestApi
+from bridge.simulator.rest_server import RestServer
 
 logger = logging.getLogger("bridge.simulator")
 
@@ -86,6 +97,9 @@ logger = logging.getLogger("bridge.simulator")
 _WIRE_LOGGER = logging.getLogger("bridge.simulator.websockets")
 _WIRE_LOGGER.addFilter(RedactingFilter())
 _WIRE_LOGGER.setLevel(logging.WARNING)
+_TRADE_EVERY_TICKS = 10
+"""Pairs nobody is subscribed to trade every this many pacer ticks."""
+_MAX_BARS_PER_CALL = 2000
 
 
 class Simulator:
@@ -114,6 +128,14 @@ class Simulator:
         self._server: Server | None = None
         self._pacer: asyncio.Task[None] | None = None
         self._stopped = False
+        self._rest: RestServer | None = None
+        self._rest_port: int | None = None
+        self._offline_until = 0.0
+        self._traded: set[tuple[str, str, KlineInterval]] = set()
+        """Every (business, code, interval) ever subscribed for klines: they keep trading during gaps."""
+        self._subscribed_klines: set[tuple[str, str, KlineInterval]] = set()
+        self._ticks = 0
+        self._traded_until = 0
 
     @property
     def port(self) -> int:
@@ -128,6 +150,31 @@ class Simulator:
         """``ws://HOST:PORT/ws``, without query: clients add ``?business=..&apikey=..``."""
         host = self.options.host
         return f"ws://{f'[{host}]' if ':' in host else host}:{self.port}{http_answers.WS_PATH}"
+
+    @property
+    def rest_url(self) -> str:
+        """``http://HOST:REST_PORT``, the base of the REST API (``source.rest_url``)."""
+        if self._rest_port is None:
+            raise RuntimeError("the simulator serves no REST (rest_port is None) or is not started")
+        host = self.options.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self._rest_port}"
+
+    @property
+    def rest(self) -> RestApi:
+        """The REST side (its fault mode, its stats)."""
+        if self._rest is None:
+            raise RuntimeError("the simulator serves no REST (rest_port is None) or is not started")
+        return self._rest.api
+
+    def market_now(self) -> datetime:
+        """The market clock (UTC): the wall clock, or at ``time_scale`` from the start."""
+        return datetime.fromtimestamp(self._state.now_ms() / 1000, UTC)
+
+    async def go_offline(self, seconds: float) -> int:
+        """Drop every connection and refuse handshakes with 503 for ``seconds``; returns how many were dropped."""
+        self._offline_until = time.monotonic() + seconds
+        logger.info("offline for %.1fs: handshakes are refused with 503", seconds)
+        return await self.drop_connections()
 
     @property
     def clients(self) -> tuple[ClientInfo, ...]:
@@ -161,6 +208,19 @@ class Simulator:
             if state.recorder is not None:
                 state.recorder.close()
             raise
+        rest_port = self.options.rest_port
+        if rest_port is not None:
+            options = self.options
+            api = RestApi(
+                options.api_key,
+                state.market,
+                rate=options.rest_rate,
+                history_seconds=options.rest_history_seconds,
+                fault=options.rest_fault,
+            )
+            self._rest = RestServer(api, lambda: state.now_ms() // 1000, self.go_offline)
+            self._rest_port = await self._rest.start(options.host, rest_port)
+            logger.info("simulator REST API on %s (key in the apiKey header)", self.rest_url)
         self._pacer = asyncio.create_task(self._pace(), name="simulator-pacer")
         rates = ", ".join(f"{pacer.stream}={pacer.rate:g}/s" for pacer in state.pacers.values())
         logger.info(
@@ -195,6 +255,8 @@ class Simulator:
                     await self._server.wait_closed()
             except TimeoutError:
                 logger.warning("simulator: some connections did not close in time")
+        if self._rest is not None:
+            await self._rest.close()
         if self._state.recorder is not None:
             self._state.recorder.close()
         logger.info(
@@ -250,6 +312,8 @@ class Simulator:
             return http_answers.response(http.HTTPStatus.OK, orjson.dumps(self.snapshot()))
         if path != http_answers.WS_PATH:
             return self._refuse(request, http.HTTPStatus.NOT_FOUND, "Not Found")
+        if time.monotonic() < self._offline_until:
+            return self._refuse(request, http.HTTPStatus.SERVICE_UNAVAILABLE, "Service Unavailable")
         offered = http_answers.query_value(request.path, "apikey")
         if offered is None or not hmac.compare_digest(offered.encode(), self.options.api_key.encode()):
             return self._refuse(request, http.HTTPStatus.UNAUTHORIZED, http_answers.INVALID_KEY_BODY)
@@ -315,6 +379,9 @@ class Simulator:
                 self._allocate(pacer, elapsed)
             if self.options.rules.heartbeat_timeout is not None:
                 self._check_heartbeats(time.monotonic())
+            self._ticks += 1
+            if self._ticks % _TRADE_EVERY_TICKS == 0:
+                self._trade_unsubscribed()
             if state.recorder is not None:
                 state.recorder.flush()
 
@@ -340,6 +407,23 @@ class Simulator:
         for connection in allocation.woken:
             connection.wake.set()
 
+    def _trade_unsubscribed(self) -> None:
+        """Fills for every kline pair nobody is subscribed to now, so its market goes on during a gap.
+
+        One fill per bar interval of market time since the last call (at most ``_MAX_BARS_PER_CALL``),
+        so every bar that is not quiet exists however fast the market clock runs.
+        """
+        state = self._state
+        now = state.now_ms()
+        since, self._traded_until = self._traded_until, now
+        for business, code, interval in self._traded - self._subscribed_klines:
+            market = state.market(business)
+            step = bar_seconds(interval) * 1000
+            first = max(since, now - _MAX_BARS_PER_CALL * step)
+            for instant in [*range(first - first % step + step, now, step), now]:
+                if not market.quiet(code, interval, instant):
+                    market.instrument(code).kline(interval, instant)
+
     def _subscribed_pairs(self, stream: Stream) -> list[tuple[ServedConnection, Due]]:
         pairs: list[tuple[ServedConnection, Due]] = []
         for connection in self._connections.values():
@@ -352,4 +436,9 @@ class Simulator:
                 pairs.extend((connection, Due(stream, code)) for code in info.depth)
             else:
                 pairs.extend((connection, Due(stream, code, interval)) for code, interval in info.klines)
+        if stream is Stream.KLINE:
+            self._subscribed_klines = {
+                (connection.info.business, due.code, due.interval) for connection, due in pairs if due.interval
+            }
+            self._traded |= self._subscribed_klines
         return pairs
