@@ -200,6 +200,7 @@ class Bridge:
                 await self._framing(),
                 secrets=config.secrets(),
                 dead_letter_max_raw_chars=config.kafka.dead_letter_max_raw_chars,
+                headers=config.serialization.headers,
             )
             transactional_id = config.delivery.transactional_id or f"{config.kafka.client_id}.{socket.gethostname()}"
             self.sink = KafkaSink(
