@@ -86,6 +86,7 @@ class Spool:
         self._sync_task: asyncio.Task[None] | None = None
         self._last_checkpoint = 0.0
         self.full = False
+        self._written = 0
         metrics.spool_bytes.set_function(lambda: self.size_bytes)
         metrics.spool_records.set_function(lambda: self.pending)
         metrics.spool_oldest_record_age.set_function(self.oldest_age)
@@ -154,6 +155,7 @@ class Spool:
 
     async def close(self) -> None:
         """Write out and fsync what is buffered, record the acknowledged position, release the directory."""
+        self._count_written()
         if self._sync_task is not None:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -168,6 +170,7 @@ class Spool:
         while files is not None:
             await wait_event(self._sync_now, interval)
             self._sync_now.clear()
+            self._count_written()
             await files.sync()
             now = time.monotonic()
             if now - self._last_checkpoint >= _CHECKPOINT_SECONDS:
@@ -195,7 +198,7 @@ class Spool:
         now = time.monotonic()
         if not self._ages or now - self._ages[-1][1] >= _AGE_SAMPLE_SECONDS:
             self._ages.append((offset, now))
-        self._metrics.spool_written.inc()
+        self._written += 1  # added to spool_written by read() and the sync task, not one lock per record
         self._appended.set()
         self._empty.clear()
         self._check()
@@ -276,7 +279,13 @@ class Spool:
             taken.extend(from_disk)
             self._read_next = from_disk[-1][0] + 1
         self._metrics.spool_drained.inc(len(taken))
+        self._count_written()
         return taken
+
+    def _count_written(self) -> None:
+        if self._written:
+            self._metrics.spool_written.inc(self._written)
+            self._written = 0
 
     def rewind(self) -> None:
         """Read again from just after the acknowledged position (a delivery round failed)."""
