@@ -205,8 +205,10 @@ def codes(count: int) -> list[str]:
     return [f"C{index:04d}USDT" for index in range(count)]
 
 
-def bridge_config(directory: Path, sim_port: int, bootstrap: str, metrics_port: int, load: Load, count: int) -> Path:
-    """A configuration as a user would write it: disk spool, exactly-once, the load's streams."""
+def bridge_config(
+    directory: Path, sim_port: int, bootstrap: str, metrics_port: int, load: Load, count: int, overrides: list[str]
+) -> Path:
+    """A configuration as a user would write it (disk spool, exactly-once, the load's streams), then ``overrides``."""
     streams = ["trade"] + (["depth"] if load.depth else []) + (["kline"] if load.klines else [])
     run = uuid.uuid4().hex[:8]
     document = {
@@ -226,6 +228,13 @@ def bridge_config(directory: Path, sim_port: int, bootstrap: str, metrics_port: 
         "spool": {"dir": str(directory / "spool")},
         "delivery": {"transactional_id": f"bench.{run}"},
     }
+    for setting in overrides:
+        dotted, _, text = setting.partition("=")
+        *parents, leaf = dotted.split(".")
+        node = document
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = json.loads(text) if text[:1].isdigit() or text in ("true", "false", "null") else text
     path = directory / "bridge.yaml"
     path.write_text(json.dumps(document), encoding="utf-8")  # JSON is YAML
     return path
@@ -290,7 +299,7 @@ def run_contender(kind: str, load: Load, args: argparse.Namespace, kafka: Broker
         directory = Path(tmp)
         metrics_port = free_port()
         if kind == "bridge":
-            config = bridge_config(directory, sim_port, kafka.bootstrap, metrics_port, load, args.codes)
+            config = bridge_config(directory, sim_port, kafka.bootstrap, metrics_port, load, args.codes, args.set)
             topics = [f"{json.loads(config.read_text())['kafka']['topics'][s]}" for s in ("trade", "depth", "kline")]
             command = [str(BIN / "infoway-bridge"), "run", "--config", str(config), "--summary-interval=0"]
             command += ["--log-level=WARNING"]
@@ -519,6 +528,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=float, default=5, help="seconds before the window (default: %(default)s)")
     parser.add_argument("--contenders", default="bridge,naive", help="(default: %(default)s)")
     parser.add_argument("--bootstrap", help="an existing broker (default: KAFKA_BOOTSTRAP_SERVERS, else our own)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a bridge config key, e.g. delivery.mode=at-least-once",
+    )
     parser.add_argument("--profile", type=Path, help="py-spy each contender over its window into this folder")
     parser.add_argument("--no-ceiling", action="store_true", help="skip ProducerPerformance and the counting client")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="(default: bench/results)")
@@ -528,7 +544,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     conditions = (
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores ({platform.machine()}), simulator, "
         f"broker and contender on one host; {args.codes} crypto codes, {args.warmup:g} s warm-up, "
-        f"{args.seconds:g} s window; bridge: disk spool (fsync), exactly-once; acks=all, idempotent"
+        f"{args.seconds:g} s window; bridge: disk spool (fsync), exactly-once; acks=all, idempotent; "
+        f"load average {os.getloadavg()[0]:.1f} at the start"
+        + (f"; bridge settings {', '.join(args.set)}" if args.set else "")
     )
     report: dict[str, Any] = {"conditions": conditions, "runs": []}
     with broker(args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as kafka:
