@@ -70,11 +70,12 @@ class NotRepresentable(MalformedPayload):
     """A decimal has more fractional digits or more digits in all than the schema carries."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KafkaMessage:
     """One message ready for the producer, with what the metrics need to measure lag.
 
-    ``stream`` and ``event_time`` are ``None`` for dead letters, which have no market time.
+    ``stream`` and ``event_time`` are ``None`` for dead letters, which have no market time. Built
+    once per record, so not frozen (see ``bridge.records``); nothing changes it after construction.
     """
 
     topic: str
