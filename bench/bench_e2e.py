@@ -34,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.request
 import uuid
@@ -513,7 +514,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     right.plot([r["offered_per_s"] for r in rows], [r["ack_ms"]["p99"] for r in rows], "o-", label="receipt-to-ack p99")
     right.set(xlabel="offered trades/s", ylabel="ms", yscale="log", title="bridge latency p99")
     right.legend()
-    figure.suptitle(report["conditions"], fontsize=8)
+    figure.suptitle("\n".join(textwrap.wrap(report["conditions"], 160)), fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
