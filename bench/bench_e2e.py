@@ -212,7 +212,7 @@ def bridge_config(
     """A configuration as a user would write it (disk spool, exactly-once, the load's streams), then ``overrides``."""
     streams = ["trade"] + (["depth"] if load.depth else []) + (["kline"] if load.klines else [])
     run = uuid.uuid4().hex[:8]
-    document = {
+    document: dict[str, Any] = {
         "source": {
             "url": f"ws://127.0.0.1:{sim_port}/ws",
             "api_key": KEY,
@@ -232,7 +232,7 @@ def bridge_config(
     for setting in overrides:
         dotted, _, text = setting.partition("=")
         *parents, leaf = dotted.split(".")
-        node = document
+        node: dict[str, Any] = document
         for parent in parents:
             node = node.setdefault(parent, {})
         node[leaf] = json.loads(text) if text[:1].isdigit() or text in ("true", "false", "null") else text
