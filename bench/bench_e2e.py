@@ -29,173 +29,43 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from e2e_processes import (
+    KEY,
+    Broker,
+    Load,
+    broker,
+    cpu_seconds,
+    free_port,
+    parse_loads,
+    peak_rss_mb,
+    pushes_sent,
+    simulator,
+    stop,
+    wait_until,
+)
+from e2e_report import markdown, plot, ratios
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.metrics import bucket_quantile
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-KEY = "bench-key"
 KAFKA_VERSION = "4.4.0"
 TOOLS_JAR = (
     Path.home() / ".m2/repository/org/apache/kafka/kafka-tools" / KAFKA_VERSION / f"kafka-tools-{KAFKA_VERSION}.jar"
 )
 QUANTILES = (0.5, 0.99, 0.999)
 SUSTAINED_SHARE = 0.98
-
-
-@dataclass(frozen=True)
-class Load:
-    """One offered load: pushes per second of each stream over ``codes`` crypto codes."""
-
-    name: str
-    trades: int
-    depth: int = 0
-    klines: int = 0
-
-    @property
-    def total(self) -> int:
-        """Pushes offered per second, all streams."""
-        return self.trades + self.depth + self.klines
-
-
-def parse_loads(text: str) -> list[Load]:
-    """``5000,10000,mix:10000/2000/500`` as loads (a mix is trades/depth/klines)."""
-    loads = []
-    for item in text.split(","):
-        if item.startswith("mix:"):
-            trades, depth, klines = (int(part) for part in item[4:].split("/"))
-            loads.append(Load(f"mix {trades}/{depth}/{klines}", trades, depth, klines))
-        else:
-            loads.append(Load(f"{int(item)} trades", int(item)))
-    return loads
-
-
-# -- processes -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident set (VmHWM), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-@dataclass
-class Broker:
-    """The broker the contenders write to, and its JVM's pid when it is ours."""
-
-    bootstrap: str
-    pid: int | None
-
-
-@contextmanager
-def broker(configured: str | None) -> Iterator[Broker]:
-    """The broker at ``configured``, else a broker of our own on free ports, purged at the end."""
-    if configured:
-        yield Broker(configured, None)
-        return
-    port, controller = free_port(), free_port()
-    script = ROOT / "scripts" / "kafka-local"
-    subprocess.run(
-        [sys.executable, script, "start", "--port", str(port), "--controller-port", str(controller)], check=True
-    )
-    pid_file = Path(tempfile.gettempdir()) / f"infoway-kafka-local-{port}" / "kafka.pid"
-    try:
-        yield Broker(f"127.0.0.1:{port}", int(pid_file.read_text().strip()))
-    finally:
-        subprocess.run([sys.executable, script, "stop", "--port", str(port), "--purge"], check=False)
-
-
-@contextmanager
-def simulator(load: Load, pushes_for: float) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """The simulator offering ``load``, stopping each stream after ``pushes_for`` seconds' worth; and its port."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "bridge.simulator", "--host=127.0.0.1", f"--port={port}", f"--api-key={KEY}",
-        f"--rate={load.trades}", f"--depth-rate={load.depth}", f"--kline-rate={load.klines}",
-        f"--max-pushes={int(load.trades * pushes_for)}", f"--max-depth-pushes={int(load.depth * pushes_for)}",
-        f"--max-kline-pushes={int(load.klines * pushes_for)}", "--frame-limit=0",
-        "--max-codes-per-connection=0", "--summary-every=0", "--seed=1",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: _answers(port), 20, "the simulator did not start")
-        yield process, port
-    finally:
-        stop(process)
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def sim_stats(port: int) -> dict[str, Any]:
-    """The simulator's ``/sim/stats`` totals."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/sim/stats", timeout=60) as answer:
-        document: dict[str, Any] = json.load(answer)
-    totals: dict[str, Any] = document["totals"]
-    return totals
-
-
-def pushes_sent(port: int) -> int:
-    """Pushes the simulator has sent, all streams."""
-    return sum(sim_stats(port)["pushes_sent"].values())
-
-
-def wait_until(condition: Any, timeout: float, failure: str) -> None:
-    """Poll ``condition`` every 50 ms until it holds; raise ``RuntimeError(failure)`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(failure)
-        time.sleep(0.05)
-
-
-def stop(process: subprocess.Popen[Any], timeout: float = 30) -> None:
-    """SIGTERM, then SIGKILL after ``timeout``."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # -- contenders ------------------------------------------------------------------------------------
@@ -426,97 +296,6 @@ def simulator_ceiling(args: argparse.Namespace) -> dict[str, Any]:
         result["simulator_cores"] = round((cpu_seconds(sim.pid) - before) / 5, 2)
         client.wait(timeout=10)
     return {"frames_per_s": round(result["frames_per_second"]), "simulator_cores": result["simulator_cores"]}
-
-
-# -- report ------------------------------------------------------------------------------------------
-
-
-def _ms(values: dict[str, float | None] | None) -> str:
-    if not values:
-        return "-"
-    return " / ".join("-" if values[key] is None else f"{values[key]:g}" for key in ("p50", "p99", "p99.9"))
-
-
-def markdown(report: dict[str, Any]) -> str:
-    """The table and the ratios, in Markdown."""
-    lines = [
-        f"Conditions: {report['conditions']}",
-        "",
-        "| load (offered/s) | contender | landed/s | sustained | lost | CPU µs/record | cores | "
-        "receipt-to-ack ms p50 / p99 / p99.9 | event lag ms p50 / p99 / p99.9 | peak RSS MB | simulator cores | "
-        "broker cores |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    lines.extend(
-        f"| {row['load']} ({row['offered_per_s']:,}) | {row['contender']} | {row['landed_per_s']:,} | "
-        f"{'yes' if row['sustained'] else 'no'} | {row['lost']:,} | {row['cpu_us_per_record']:g} | "
-        f"{row['contender_cores']:.2f} | {_ms(row.get('ack_ms'))} | {_ms(row.get('lag_ms'))} | "
-        f"{row['peak_rss_mb']:.0f} | {row['simulator_cores']:.2f} | {row['broker_cores'] or '-'} |"
-        for row in report["runs"]
-    )
-    lines.append("")
-    lines.extend(f"- {line}" for line in report["ratios"])
-    return "\n".join(lines) + "\n"
-
-
-def ratios(report: dict[str, Any]) -> list[str]:
-    """What the run says, as ratios against the baselines run in it."""
-    runs = report["runs"]
-    out = []
-
-    def best(kind: str) -> int:
-        return max(
-            (r["offered_per_s"] for r in runs if r["contender"] == kind and r["sustained"] and "trades" in r["load"]),
-            default=0,
-        )
-
-    bridge_best, naive_best = best("bridge"), best("naive")
-    if naive_best:
-        out.append(
-            f"highest sustained trade load: bridge {bridge_best:,}/s, naive {naive_best:,}/s "
-            f"({bridge_best / naive_best:.2f}x)"
-        )
-    for load in dict.fromkeys(r["load"] for r in runs):
-        pair = {r["contender"]: r for r in runs if r["load"] == load}
-        if "bridge" in pair and "naive" in pair:
-            share = pair["bridge"]["cpu_us_per_record"] / pair["naive"]["cpu_us_per_record"]
-            out.append(f"{load}: bridge CPU per record {share:.2f}x the naive bridge's")
-    perf = report.get("producer_performance")
-    if perf and bridge_best:
-        times = perf["records_per_s"] / bridge_best
-        out.append(
-            f"ProducerPerformance flat out: {perf['records_per_s']:,}/s, {times:.1f}x the bridge's best sustained"
-        )
-    sim = report.get("simulator_ceiling")
-    if sim:
-        frames, cores = sim["frames_per_s"], sim["simulator_cores"]
-        out.append(f"simulator into a counting client flat out: {frames:,} frames/s on {cores} cores")
-    return out
-
-
-def plot(report: dict[str, Any], path: Path) -> None:
-    """Landed/s and receipt-to-ack p99 against offered load (trade loads), PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for kind, style in (("bridge", "o-"), ("naive", "s--")):
-        rows = [r for r in report["runs"] if r["contender"] == kind and "trades" in r["load"]]
-        if rows:
-            left.plot([r["offered_per_s"] for r in rows], [r["landed_per_s"] for r in rows], style, label=kind)
-    offered = sorted({r["offered_per_s"] for r in report["runs"] if "trades" in r["load"]})
-    left.plot(offered, offered, ":", color="grey", label="offered")
-    left.set(xlabel="offered trades/s", ylabel="landed in Kafka/s", title="throughput")
-    left.legend()
-    rows = [r for r in report["runs"] if r["contender"] == "bridge" and "trades" in r["load"] and r["ack_ms"]["p99"]]
-    right.plot([r["offered_per_s"] for r in rows], [r["ack_ms"]["p99"] for r in rows], "o-", label="receipt-to-ack p99")
-    right.set(xlabel="offered trades/s", ylabel="ms", yscale="log", title="bridge latency p99")
-    right.legend()
-    figure.suptitle("\n".join(textwrap.wrap(report["conditions"], 160)), fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
