@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # The image and Kubernetes scripts (Python, standard library plus PyYAML from the venv).
 K8S_SCRIPTS := scripts/chart-tools scripts/k8s-check scripts/image
 
-.PHONY: demo test bench lint typecheck tools venv kafka-start kafka-stop clean help
+.PHONY: demo test bench bench-e2e lint typecheck tools venv kafka-start kafka-stop clean help
 .PHONY: chart-tools k8s-check image
 
 help:  ## list the targets
@@ -52,9 +52,15 @@ image: $(STAMP) chart-tools  ## build the Containerfile with buildah, smoke-run 
 	$(BIN)/python scripts/image smoke
 	$(BIN)/python scripts/image export
 
-bench: $(STAMP)  ## throughput as ratios against baselines in the same process (starts its own broker)
+bench: $(STAMP) tools  ## every benchmark, as ratios against baselines in the same run (starts its own brokers)
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/bench_sink.py
+	$(BIN)/python bench/bench_simulator.py
+	$(BIN)/python bench/bench_hot_path.py
+	$(BIN)/python bench/bench_e2e.py
+
+bench-e2e: $(STAMP) tools  ## simulator -> bridge -> broker at fixed loads, vs a naive bridge and Kafka's ceiling (bench/results/)
+	$(BIN)/python bench/bench_e2e.py
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check bridge tests scripts/kafka-local scripts/registry-local scripts/demo bench $(K8S_SCRIPTS)

@@ -162,6 +162,7 @@ class Bridge:
                 await self._framing(),
                 secrets=config.secrets(),
                 dead_letter_max_raw_chars=config.kafka.dead_letter_max_raw_chars,
+                headers=config.serialization.headers,
             )
             stem = transactional_stem(config)
             rest = build_rest(config, self.metrics, self._clock)

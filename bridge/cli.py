@@ -175,6 +175,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     configure_logging(args.log_format, args.log_level, secrets=config.secrets())
     try:
+        install_fast_event_loop()
         if args.worker is not None:
             index, count, port = args.worker
             config = worker_config(config, index, count, port)
@@ -198,6 +199,20 @@ def _worker_arguments(args: argparse.Namespace) -> list[str]:
     arguments = ["run", "--config", str(args.config), "--summary-interval", str(args.summary_interval)]
     arguments += ["--log-format", args.log_format, "--log-level", args.log_level]
     return arguments + ([] if args.run_for is None else ["--run-for", str(args.run_for)])
+
+
+def install_fast_event_loop() -> str:
+    """Use uvloop's event loop when it is installed (``pip install infoway-kafka-bridge[fast]``); returns which.
+
+    uvloop's loop runs the socket callbacks and the scheduling in C; the bridge behaves the same
+    on either loop, so without uvloop (Windows, a platform without a wheel) the standard one runs.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
 
 
 async def _run_bridge(bridge: Bridge, summary_interval: float | None, run_for: float | None) -> int:

@@ -42,7 +42,7 @@ from bridge.protocol.codes import KlineInterval
 from bridge.protocol.requests import DEFAULT_MAX_CODES_PER_CONNECTION
 from bridge.protocol.session import StalePolicy
 from bridge.records import Stream
-from bridge.serialize import WireFormat
+from bridge.serialize import HeaderSet, WireFormat
 
 API_KEY_ENV = "INFOWAY_API_KEY"
 BOOTSTRAP_ENV = "KAFKA_BOOTSTRAP_SERVERS"
@@ -277,6 +277,8 @@ class SerializationConfig(_Frozen):
 
     format: WireFormat = WireFormat.RAW
     registry: RegistryConfig | None = None
+    headers: HeaderSet = HeaderSet.LEAN
+    """Which headers a market record carries (``bridge.framing.HeaderSet``)."""
 
     @model_validator(mode="after")
     def _registry_for_confluent(self) -> SerializationConfig:

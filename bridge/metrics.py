@@ -7,10 +7,14 @@ value such as a raw frame or a symbol. Tests build :class:`BridgeMetrics` on a f
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from bridge.records import Stream
 
 if TYPE_CHECKING:
     from bridge.serialize import KafkaMessage
@@ -38,6 +42,7 @@ class BridgeMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         prefix = "infoway_bridge_"
         self.frames_received = Counter(
             prefix + "frames_received",
@@ -227,22 +232,103 @@ class BridgeMetrics:
             self._spools.remove(spool)
 
     def observe_acknowledged(self, messages: list[KafkaMessage], acknowledged_at: datetime) -> None:
-        """Count records Kafka acknowledged at ``acknowledged_at``, and their lag, per topic and stream."""
+        """Count records Kafka acknowledged at ``acknowledged_at``, and their lag, per topic and stream.
+
+        One round's records are grouped by label set first, so each child is looked up once per
+        round and its histogram buckets are added to once per bucket (:func:`observe_many`).
+        """
         counts: dict[str, int] = {}
+        lags: dict[tuple[str, Stream], list[float]] = {}
+        latencies: dict[Stream, list[float]] = {}
+        last: KafkaMessage | None = None
         for message in messages:
             counts[message.topic] = counts.get(message.topic, 0) + 1
-            if message.stream is None or message.event_time is None:
+            stream, event_time = message.stream, message.event_time
+            if stream is None or event_time is None:
                 continue
-            stream = message.stream.value
-            self.event_lag.labels(message.business or "", stream).observe(
-                (acknowledged_at - message.event_time).total_seconds()
-            )
-            self.pipeline_latency.labels(stream).observe((acknowledged_at - message.received_time).total_seconds())
+            last = message
+            key = (message.business or "", stream)
+            found = lags.get(key)
+            if found is None:
+                found = lags[key] = []
+            found.append((acknowledged_at - event_time).total_seconds())
+            received = latencies.get(stream)
+            if received is None:
+                received = latencies[stream] = []
+            received.append((acknowledged_at - message.received_time).total_seconds())
         for topic, count in counts.items():
-            self.records_produced.labels(topic).inc(count)
-        last = next((m for m in reversed(messages) if m.stream is not None and m.event_time is not None), None)
+            self._child(self.records_produced, (topic,)).inc(count)
+        for (business, stream), values in lags.items():
+            observe_many(self._child(self.event_lag, (business, stream.value)), values)
+        for stream, values in latencies.items():
+            observe_many(self._child(self.pipeline_latency, (stream.value,)), values)
         if last is not None and last.stream is not None and last.event_time is not None:
-            self.last_event_timestamp.labels(last.business or "", last.stream.value).set(last.event_time.timestamp())
+            gauge = self._child(self.last_event_timestamp, (last.business or "", last.stream.value))
+            gauge.set(last.event_time.timestamp())
+
+    def _child(self, metric: _Metric, labels: tuple[str, ...]) -> Any:
+        """``metric.labels(*labels)``, bound once per label set (``labels()`` costs microseconds a call)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+
+_Metric = Counter | Gauge | Histogram
+
+
+def observe_many(child: Histogram, values: list[float]) -> None:
+    """What ``child.observe(value)`` for each of ``values`` does, with one addition per bucket touched.
+
+    prometheus_client keeps a histogram's buckets non-cumulative (``observe`` adds 1 to the first
+    bucket whose bound is at least the value) and a sum; this does the same in a batch. It reads
+    the child's ``_upper_bounds``, ``_buckets`` and ``_sum``: a test compares it with ``observe``,
+    so a release of prometheus_client that changes them fails there, not in production.
+    """
+    bounds = child._upper_bounds
+    per_bucket: dict[int, int] = {}
+    for value in values:
+        index = bisect_left(bounds, value)
+        per_bucket[index] = per_bucket.get(index, 0) + 1
+    child._sum.inc(math.fsum(values))
+    buckets = child._buckets
+    for index, count in per_bucket.items():
+        buckets[index].inc(count)
+
+
+class FrameCounter:
+    """``frames_received`` of one business, counted locally and added to the counter every ``interval`` seconds.
+
+    A connection reads tens of thousands of frames a second; a child's ``inc`` takes a lock each
+    time. The counts are added when ``interval`` has passed since the last addition (on the
+    monotonic time each frame is read at) and by :meth:`flush` when the reader ends.
+    """
+
+    def __init__(self, metrics: BridgeMetrics, business: str, interval: float = 0.5) -> None:
+        self._counter = metrics.frames_received
+        self._business = business
+        self._interval = interval
+        self._pending: dict[str, int] = {}
+        self._children: dict[str, Any] = {}
+        self._flushed_at = -math.inf
+
+    def count(self, kind: str, now: float) -> None:
+        """One frame of ``kind`` read at monotonic time ``now``."""
+        pending = self._pending
+        pending[kind] = pending.get(kind, 0) + 1
+        if now - self._flushed_at >= self._interval:
+            self._flushed_at = now
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the counts gathered so far to the counter."""
+        for kind, count in self._pending.items():
+            child = self._children.get(kind)
+            if child is None:
+                child = self._children[kind] = self._counter.labels(self._business, kind)
+            child.inc(count)
+        self._pending.clear()
 
 
 def counter_totals(registry: CollectorRegistry, name: str, label: str) -> dict[str, float]:

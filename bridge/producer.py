@@ -48,6 +48,8 @@ PERMANENT_FAILURES: dict[type[BaseException], str] = {
 FATAL_TO_PRODUCER: tuple[type[BaseException], ...] = (OutOfOrderSequenceNumber,)
 """Errors after which the producer's sender task is gone: only a new producer can send again."""
 MAX_RETRY_DELAY = 5.0
+PARTITION_CACHE_MAX = 100_000
+"""Keys whose partition is remembered (about 20 MB at most); more distinct keys start the cache afresh."""
 
 
 class Producer:
@@ -71,6 +73,7 @@ class Producer:
         self._replace_lock = asyncio.Lock()
         self._partitions: dict[str, list[int]] = {}
         self._partitioner = DefaultPartitioner()
+        self._chosen: dict[tuple[str, bytes | None], TopicPartition] = {}
 
     def _options(self) -> dict[str, Any]:
         config = self._config
@@ -147,13 +150,29 @@ class Producer:
             self.replaced += 1
             log.info("Kafka producer replaced (generation %d)", self.generation)
 
+    def known_partition(self, message: KafkaMessage) -> TopicPartition | None:
+        """The cached partition of the message's key, or ``None`` (then ask :meth:`partition_of`)."""
+        return self._chosen.get((message.topic, message.key))
+
     async def partition_of(self, message: KafkaMessage) -> TopicPartition:
-        """The partition Kafka's Java client would pick for the message's key (murmur2), from cached metadata."""
+        """The partition Kafka's Java client would pick for the message's key (murmur2), from cached metadata.
+
+        The choice is cached per (topic, key) for messages with a key: a symbol's partition never changes while the
+        topic's partition count does not (which the bridge never changes; metadata is read once).
+        The cache holds at most ``PARTITION_CACHE_MAX`` keys and starts afresh when full.
+        """
+        cached = self._chosen.get((message.topic, message.key))
+        if cached is not None:
+            return cached
         partitions = self._partitions.get(message.topic)
         if partitions is None:
             partitions = self._partitions[message.topic] = await self._topic_partitions(message.topic)
-        chosen: int = self._partitioner(message.key, partitions, partitions)
-        return TopicPartition(message.topic, chosen)
+        chosen = TopicPartition(message.topic, self._partitioner(message.key, partitions, partitions))
+        if message.key is not None:  # no key: a random partition each time, as the Java client does
+            if len(self._chosen) >= PARTITION_CACHE_MAX:
+                self._chosen.clear()
+            self._chosen[(message.topic, message.key)] = chosen
+        return chosen
 
     async def _topic_partitions(self, topic: str) -> list[int]:
         delay = 0.5

@@ -61,7 +61,12 @@ class Side(enum.StrEnum):
     UNKNOWN = "UNKNOWN"
 
 
-@dataclass(frozen=True, slots=True)
+# The market records and their provenance are built once per push: they are plain slotted
+# dataclasses, not frozen ones, whose __init__ costs a call of object.__setattr__ per field (about
+# 2.6 against 0.35 µs for eight fields here, issue 14). Nothing changes them after construction.
+
+
+@dataclass(slots=True)
 class Provenance:
     """Where a record came from: the business, the connection and the push's place on it."""
 
@@ -71,7 +76,7 @@ class Provenance:
     received_time: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TradeRecord:
     """One executed trade (push 10002)."""
 
@@ -87,7 +92,7 @@ class TradeRecord:
     stream = Stream.TRADE
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PriceLevel:
     """One level of an order book side."""
 
@@ -95,7 +100,7 @@ class PriceLevel:
     size: Decimal
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DepthRecord:
     """A snapshot of up to five levels per side (push 10005); best level first on both sides."""
 
@@ -109,7 +114,7 @@ class DepthRecord:
     stream = Stream.DEPTH
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KlineRecord:
     """One bar of one interval (push 10008); the vendor re-sends a bar as it updates."""
 

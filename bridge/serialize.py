@@ -1,27 +1,34 @@
 """Records to Kafka messages: Avro values per ``schemas/*.avsc``, the symbol as key, context headers.
 
-No Kafka client here: schemas in, bytes out. Decimals are made exact for the schema's scale
-before fastavro sees them, because fastavro refuses a value whose scale exceeds the schema's and
-does not check precision at all: a value that cannot be carried exactly raises
-:class:`NotRepresentable` (it goes to the dead-letter topic) and is never rounded.
+No Kafka client here: schemas in, bytes out. Each record becomes a datum (a dict per its schema,
+the mappings below), which the schema's compiled encoder (:mod:`bridge.avro_writer`) writes.
+Decimals are made exact for the schema's scale first: a value that cannot be carried exactly
+raises :class:`NotRepresentable` (it goes to the dead-letter topic) and is never rounded. The
+schemas and the framing live in :mod:`bridge.framing`; their names are re-exported here.
 """
 
 from __future__ import annotations
 
-import enum
-import io
-import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from functools import cache
-from importlib import resources
 from typing import Any
 
-import fastavro
-
 from bridge.errors import MalformedPayload
+from bridge.framing import (
+    CONFLUENT_MAGIC,
+    SCHEMA_NAMES,
+    SINGLE_OBJECT_MARKER,
+    Framing,
+    HeaderSet,
+    WireFormat,
+    avro_writer,
+    load_schema,
+    schema_json,
+    single_object_header,
+    writer_schema,
+)
 from bridge.records import (
     DeadLetter,
     DepthRecord,
@@ -36,34 +43,40 @@ from bridge.records import (
 from bridge.redact import redact
 from bridge.serialize_backfill import backfill_to_avro
 
+__all__ = [
+    "CONFLUENT_MAGIC",
+    "SCHEMA_NAMES",
+    "SINGLE_OBJECT_MARKER",
+    "Framing",
+    "HeaderSet",
+    "KafkaMessage",
+    "NotRepresentable",
+    "RecordSerializer",
+    "TopicMap",
+    "WireFormat",
+    "decimal_bytes",
+    "load_schema",
+    "schema_json",
+    "single_object_header",
+    "writer_schema",
+]
+
 DECIMAL_PRECISION = 38
 DECIMAL_SCALE = 18
 _SCALE_FACTOR = 10**DECIMAL_SCALE
 _PRECISION_LIMIT = 10**DECIMAL_PRECISION
-SINGLE_OBJECT_MARKER = b"\xc3\x01"
-CONFLUENT_MAGIC = b"\x00"
-
-
-class WireFormat(enum.StrEnum):
-    """How a value is framed on the wire (``serialization.format``)."""
-
-    RAW = "raw"
-    """Plain Avro binary: the reader must know the schema."""
-    SINGLE_OBJECT = "single-object"
-    """Avro's single-object encoding: 0xC3 0x01 and the schema's CRC-64-AVRO fingerprint, then the body."""
-    CONFLUENT = "confluent"
-    """Magic byte 0 and the registry's 4-byte schema id, then the body."""
 
 
 class NotRepresentable(MalformedPayload):
     """A decimal has more fractional digits or more digits in all than the schema carries."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KafkaMessage:
     """One message ready for the producer, with what the metrics need to measure lag.
 
-    ``stream`` and ``event_time`` are ``None`` for dead letters, which have no market time.
+    ``stream`` and ``event_time`` are ``None`` for dead letters, which have no market time. Built
+    once per record, so not frozen (see ``bridge.records``); nothing changes it after construction.
     """
 
     topic: str
@@ -74,52 +87,6 @@ class KafkaMessage:
     business: str | None
     event_time: datetime | None
     received_time: datetime
-
-
-SCHEMA_NAMES = ("trade", "depth", "kline", "dead_letter", "gap")
-
-
-@cache
-def schema_json(name: str) -> dict[str, Any]:
-    """``schemas/<name>.avsc`` as written (what a registry should store), from the installed package."""
-    text = resources.files("bridge").joinpath("schemas", f"{name}.avsc").read_text(encoding="utf-8")
-    document: dict[str, Any] = json.loads(text)
-    return document
-
-
-@cache
-def load_schema(name: str) -> dict[str, Any]:
-    """The schema ``schemas/<name>.avsc`` parsed by fastavro, for writing."""
-    parsed = fastavro.parse_schema(schema_json(name))
-    if not isinstance(parsed, dict):
-        raise TypeError(f"schemas/{name}.avsc is not a record schema")
-    return parsed
-
-
-def _without_logical_types(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {key: _without_logical_types(value) for key, value in node.items() if key not in _LOGICAL_KEYS}
-    if isinstance(node, list):
-        return [_without_logical_types(item) for item in node]
-    return node
-
-
-_LOGICAL_KEYS = frozenset({"logicalType", "precision", "scale"})
-
-
-@cache
-def writer_schema(name: str) -> dict[str, Any]:
-    """The schema with its logical types removed: what the hot path hands fastavro.
-
-    The bytes are the same (a decimal is its unscaled integer in two's complement, a timestamp
-    its epoch count), but converting here, exactly and once, is about twice as fast as letting
-    fastavro convert Decimal and datetime objects (bench/bench_pipeline.py), and it keeps the
-    exactness rule in our hands.
-    """
-    parsed = fastavro.parse_schema(_without_logical_types(schema_json(name)))
-    if not isinstance(parsed, dict):
-        raise TypeError(f"schemas/{name}.avsc is not a record schema")
-    return parsed
 
 
 def decimal_bytes(value: Decimal, field: str) -> bytes:
@@ -203,65 +170,6 @@ _TO_AVRO: Mapping[Stream, Callable[[Any], dict[str, Any]]] = {
 }
 
 
-def single_object_header(schema: dict[str, Any]) -> bytes:
-    """The Avro single-object prefix: marker 0xC3 0x01 then the schema's CRC-64-AVRO, little-endian.
-
-    fastavro's hex digest already lists the fingerprint's bytes in little-endian order (as
-    Apache avro's and Java's do), so it is used as it is.
-    """
-    canonical = fastavro.schema.to_parsing_canonical_form(schema)
-    fingerprint = fastavro.schema.fingerprint(canonical, "CRC-64-AVRO")
-    return SINGLE_OBJECT_MARKER + bytes.fromhex(fingerprint)
-
-
-@dataclass(frozen=True, slots=True)
-class Framing:
-    """The wire format, resolved before the serializer is built: in ``confluent`` format, with its schema ids.
-
-    Use :meth:`raw`, :meth:`single_object` or :meth:`confluent`; the ids come from registering
-    each schema (``bridge.registry``) before the first record is written.
-    """
-
-    wire_format: WireFormat
-    schema_ids: Mapping[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def raw(cls) -> Framing:
-        """Plain Avro binary."""
-        return cls(WireFormat.RAW)
-
-    @classmethod
-    def single_object(cls) -> Framing:
-        """Avro's single-object encoding."""
-        return cls(WireFormat.SINGLE_OBJECT)
-
-    @classmethod
-    def confluent(cls, schema_ids: Mapping[str, int]) -> Framing:
-        """Confluent framing with the registry's id of every schema name in use."""
-        return cls(WireFormat.CONFLUENT, dict(schema_ids))
-
-    def prefix(self, name: str) -> bytes:
-        """The bytes before the Avro body of a value of schema ``name``."""
-        if self.wire_format is WireFormat.SINGLE_OBJECT:
-            return single_object_header(load_schema(name))
-        if self.wire_format is WireFormat.CONFLUENT:
-            return CONFLUENT_MAGIC + self.schema_ids[name].to_bytes(4, "big")
-        return b""
-
-    def headers(self, name: str) -> tuple[tuple[str, bytes], ...]:
-        """The headers that say how a value of schema ``name`` is framed and which schema it is."""
-        schema = load_schema(name)
-        fingerprint = single_object_header(schema)[2:][::-1].hex()
-        headers = [
-            ("wire-format", self.wire_format.value.encode()),
-            ("schema", str(schema["name"]).encode()),
-            ("schema-fingerprint", fingerprint.encode()),
-        ]
-        if self.wire_format is WireFormat.CONFLUENT:
-            headers.append(("schema-id", str(self.schema_ids[name]).encode()))
-        return tuple(headers)
-
-
 @dataclass(frozen=True, slots=True)
 class TopicMap:
     """Where everything goes: the topic of each stream in use, the dead letters' and (when set) the gaps'."""
@@ -299,6 +207,7 @@ class RecordSerializer:
         *,
         secrets: tuple[str, ...] = (),
         dead_letter_max_raw_chars: int = 65_536,
+        headers: HeaderSet = HeaderSet.LEAN,
     ) -> None:
         framing = framing if framing is not None else Framing.raw()
         names = topics.schema_topics()
@@ -310,11 +219,21 @@ class RecordSerializer:
         self.framing = framing
         self._secrets = secrets
         self._max_raw = dead_letter_max_raw_chars
-        self._dead_letter_schema = writer_schema("dead_letter")
-        self._gap_schema = writer_schema("gap")
-        self._schemas = {stream: writer_schema(stream.value) for stream in topics.streams}
+        self._full_headers = headers is HeaderSet.FULL
+        self._write_dead_letter = avro_writer("dead_letter")
+        self._write_gap = avro_writer("gap")
         self._prefix = {name: framing.prefix(name) for name in names}
         self._schema_headers = {name: framing.headers(name) for name in names}
+        # Per stream, everything constant about its messages: topic, encoder, prefix, lean headers.
+        self._streams = {
+            stream: (
+                topic,
+                avro_writer(stream.value),
+                self._prefix[stream.value],
+                (("stream", stream.value.encode()), *framing.lean_headers(stream.value)),
+            )
+            for stream, topic in topics.streams.items()
+        }
 
     def serialize(self, record: MarketRecord) -> KafkaMessage:
         """One record as a Kafka message.
@@ -323,26 +242,20 @@ class RecordSerializer:
             NotRepresentable: a decimal does not fit the schema exactly.
         """
         stream = record.stream
-        buffer = io.BytesIO()
-        buffer.write(self._prefix[stream.value])
-        fastavro.schemaless_writer(buffer, self._schemas[stream], _TO_AVRO[stream](record))
+        topic, write, prefix, headers = self._streams[stream]
         provenance = record.provenance
         received = provenance.received_time
-        return KafkaMessage(
-            topic=self.topics.streams[stream],
-            key=record.symbol.encode("utf-8"),
-            value=buffer.getvalue(),
-            headers=(
+        if self._full_headers:
+            headers = (
                 ("business", provenance.business.encode()),
                 ("stream", stream.value.encode()),
                 ("received-at", received.isoformat(timespec="microseconds").encode()),
                 *self._schema_headers[stream.value],
-            ),
-            stream=stream,
-            business=provenance.business,
-            event_time=record.event_time,
-            received_time=received,
-        )
+            )
+        return KafkaMessage(
+            topic, record.symbol.encode(), prefix + write(_TO_AVRO[stream](record)), headers,
+            stream, provenance.business, record.event_time, received,
+        )  # fmt: skip
 
     def serialize_gap(self, gap: GapRecord) -> KafkaMessage | None:
         """A gap record for the gap topic, keyed by the connection's plan name; ``None`` when no gap topic is set."""
@@ -363,13 +276,10 @@ class RecordSerializer:
             "next_connection_id": gap.next_connection_id,
             "backfill": None if gap.backfill is None else backfill_to_avro(gap.backfill),
         }
-        buffer = io.BytesIO(self._prefix["gap"])
-        buffer.seek(0, io.SEEK_END)
-        fastavro.schemaless_writer(buffer, self._gap_schema, datum)
         return KafkaMessage(
             topic=topic,
             key=gap.connection.encode(),
-            value=buffer.getvalue(),
+            value=self._prefix["gap"] + self._write_gap(datum),
             headers=(
                 ("business", gap.business.encode()),
                 ("cause", gap.cause.value.encode()),
@@ -402,9 +312,6 @@ class RecordSerializer:
             "raw_length": len(letter.raw),
             "raw_truncated": truncated,
         }
-        buffer = io.BytesIO(self._prefix["dead_letter"])
-        buffer.seek(0, io.SEEK_END)
-        fastavro.schemaless_writer(buffer, self._dead_letter_schema, datum)
         headers = [
             ("infoway.errors.reason", letter.reason.encode()),
             ("infoway.errors.stage", letter.stage.value.encode()),
@@ -419,7 +326,7 @@ class RecordSerializer:
         return KafkaMessage(
             topic=self.topics.dead_letter,
             key=letter.business.encode() if letter.business is not None else None,
-            value=buffer.getvalue(),
+            value=self._prefix["dead_letter"] + self._write_dead_letter(datum),
             headers=(*headers, *self._schema_headers["dead_letter"]),
             stream=None,
             business=letter.business,

@@ -333,8 +333,13 @@ class KafkaSink:
 
     async def _groups(self, entries: list[Entry]) -> dict[TopicPartition, list[Entry]]:
         groups: dict[TopicPartition, list[Entry]] = {}
+        producer = self.producer
         for entry in entries:
-            groups.setdefault(await self.producer.partition_of(entry[1]), []).append(entry)
+            partition = producer.known_partition(entry[1]) or await producer.partition_of(entry[1])
+            group = groups.get(partition)
+            if group is None:
+                group = groups[partition] = []
+            group.append(entry)
         return groups
 
     def _dead_letter(self, message: KafkaMessage, error: BaseException) -> KafkaMessage:

@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from bridge.records import EPOCH, Stream, epoch_micros
 from bridge.serialize import KafkaMessage
@@ -71,25 +72,51 @@ class Damage:
 def encode_entry(offset: int, message: KafkaMessage) -> bytes:
     """The framed bytes of one entry."""
     event_us = -1 if message.event_time is None else epoch_micros(message.event_time)
-    parts = [
-        _FIXED.pack(offset, epoch_micros(message.received_time), event_us, _STREAM_CODE[message.stream]),
-        _text(message.topic),
-        _NONE_TEXT.to_bytes(2, "big") if message.business is None else _text(message.business),
-        _I32.pack(-1) if message.key is None else _I32.pack(len(message.key)) + message.key,
-        _U32.pack(len(message.value)),
-        message.value,
-        _U16.pack(len(message.headers)),
-    ]
-    for name, value in message.headers:
-        encoded = name.encode()
-        parts += (_U16.pack(len(encoded)), encoded, _U32.pack(len(value)), value)
-    payload = b"".join(parts)
+    key, value = message.key, message.value
+    payload = b"".join(
+        (
+            _FIXED.pack(offset, epoch_micros(message.received_time), event_us, _STREAM_CODE[message.stream]),
+            _text(message.topic),
+            _NONE_TEXT_BYTES if message.business is None else _text(message.business),
+            _I32.pack(-1) if key is None else _I32.pack(len(key)) + key,
+            _U32.pack(len(value)),
+            value,
+            _headers(message.headers),
+        )
+    )
     return _FRAME.pack(MARKER, len(payload), zlib.crc32(payload)) + payload
 
 
+_NONE_TEXT_BYTES = _NONE_TEXT.to_bytes(2, "big")
+_ENCODED: dict[Any, bytes] = {}
+_ENCODED_MAX = 4096
+"""Topics, businesses and header sets repeat on every record: their encodings are kept (cleared when full)."""
+
+
 def _text(value: str) -> bytes:
-    encoded = value.encode()
-    return _U16.pack(len(encoded)) + encoded
+    encoded = _ENCODED.get(value)
+    if encoded is None:
+        raw = value.encode()
+        encoded = _remember(value, _U16.pack(len(raw)) + raw)
+    return encoded
+
+
+def _headers(headers: tuple[tuple[str, bytes], ...]) -> bytes:
+    encoded = _ENCODED.get(headers)
+    if encoded is None:
+        parts = [_U16.pack(len(headers))]
+        for name, value in headers:
+            raw = name.encode()
+            parts += (_U16.pack(len(raw)), raw, _U32.pack(len(value)), value)
+        encoded = _remember(headers, b"".join(parts))
+    return encoded
+
+
+def _remember(key: Any, encoded: bytes) -> bytes:
+    if len(_ENCODED) >= _ENCODED_MAX:
+        _ENCODED.clear()
+    _ENCODED[key] = encoded
+    return encoded
 
 
 def decode_payload(payload: memoryview) -> tuple[int, KafkaMessage]:

@@ -21,6 +21,7 @@ from bridge.protocol import normalize_depth, normalize_kline, normalize_trade
 from bridge.records import DeadLetter, DeadLetterStage, Stream
 from bridge.serialize import (
     Framing,
+    HeaderSet,
     NotRepresentable,
     RecordSerializer,
     TopicMap,
@@ -130,9 +131,27 @@ def test_raw_values_decode_with_apache_avro(name: str, normalize: Any, schema: s
         )
 
 
-def test_headers_carry_context() -> None:
-    """Every value travels with business, stream, receipt time and the schema's identity in headers."""
+def test_lean_headers_are_what_a_consumer_needs_to_decode() -> None:
+    """By default a raw record carries its stream, the wire format and its schema's name and fingerprint only."""
     message = serializer().serialize(normalize_trade(payload("push_trade.json"), PROVENANCE))
+    headers = dict(message.headers)
+    assert list(headers) == ["stream", "wire-format", "schema", "schema-fingerprint"]
+    assert headers["stream"] == b"trade"
+    assert headers["schema"] == b"io.infoway.marketdata.v2.Trade"
+    assert headers["wire-format"] == b"raw"
+    assert len(headers["schema-fingerprint"]) == 16
+
+
+def test_lean_headers_leave_the_schema_to_a_self_describing_value() -> None:
+    """A single-object value names its schema in its prefix, so the lean headers say only stream and format."""
+    message = serializer(Framing.single_object()).serialize(normalize_trade(payload("push_trade.json"), PROVENANCE))
+    assert message.headers == (("stream", b"trade"), ("wire-format", b"single-object"))
+
+
+def test_full_headers_carry_context() -> None:
+    """With headers: full every value travels with business, stream, receipt time and the schema's identity."""
+    full = RecordSerializer(TOPICS, headers=HeaderSet.FULL)
+    message = full.serialize(normalize_trade(payload("push_trade.json"), PROVENANCE))
     headers = dict(message.headers)
     assert headers["business"] == b"crypto"
     assert headers["stream"] == b"trade"
@@ -140,6 +159,7 @@ def test_headers_carry_context() -> None:
     assert headers["schema"] == b"io.infoway.marketdata.v2.Trade"
     assert headers["wire-format"] == b"raw"
     assert len(headers["schema-fingerprint"]) == 16
+    assert message.value == serializer().serialize(normalize_trade(payload("push_trade.json"), PROVENANCE)).value
 
 
 def spec_canonical_form(schema: avro.schema.Schema) -> str:
@@ -185,11 +205,13 @@ def test_single_object_trade_decodes_after_its_header() -> None:
 
 
 def test_confluent_framing_uses_the_registry_id() -> None:
-    """In confluent format a value is magic byte 0, the 4-byte big-endian schema id, then Avro."""
-    ours = serializer(Framing.confluent({"trade": 4242, "depth": 1, "kline": 2, "dead_letter": 3, "gap": 5}))
-    message = ours.serialize(normalize_trade(payload("push_trade.json"), PROVENANCE))
+    """A confluent value is magic byte 0, the 4-byte big-endian schema id, then Avro; full headers repeat the id."""
+    framing = Framing.confluent({"trade": 4242, "depth": 1, "kline": 2, "dead_letter": 3, "gap": 5})
+    message = serializer(framing).serialize(normalize_trade(payload("push_trade.json"), PROVENANCE))
     assert message.value[:5] == b"\x00\x00\x00\x10\x92"
-    assert dict(message.headers)["schema-id"] == b"4242"
+    assert "schema-id" not in dict(message.headers)
+    full = RecordSerializer(TOPICS, framing, headers=HeaderSet.FULL)
+    assert dict(full.serialize(normalize_trade(payload("push_trade.json"), PROVENANCE)).headers)["schema-id"] == b"4242"
     assert decode(apache_schema("trade"), message.value[5:])["size"] == Decimal("0.07933")
 
 

@@ -164,9 +164,12 @@ ServerEvent = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """A push became a record: publish it. ``raw`` is the frame, for a dead letter if encoding fails."""
+    """A push became a record: publish it. ``raw`` is the frame, for a dead letter if encoding fails.
+
+    One per push, so not frozen (see ``bridge.records``); nothing changes it after construction.
+    """
 
     record: MarketRecord
     raw: str

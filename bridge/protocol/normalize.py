@@ -41,6 +41,7 @@ from bridge.records import (
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 _DECIMAL_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_SIGNS = ("+", "-")
 _SIDES = {0: Side.UNKNOWN, 1: Side.BUY, 2: Side.SELL}
 
 
@@ -112,7 +113,11 @@ def parse_decimal(value: object, field: str) -> Decimal:
         MalformedPayload: for floats, booleans, NaN, infinities, or text that is not a number.
     """
     if isinstance(value, str):
-        if _DECIMAL_TEXT.fullmatch(value) is None:
+        # The vendor's usual spelling (ASCII digits, at most one point, a sign) is checked without
+        # the regex; anything else (exponents, or text Decimal would take but we refuse: NaN,
+        # whitespace, underscores, non-ASCII digits) goes through it.
+        body = value[1:] if value[:1] in _SIGNS else value
+        if not (body.isascii() and body.replace(".", "", 1).isdigit()) and _DECIMAL_TEXT.fullmatch(value) is None:
             raise MalformedPayload("not_a_decimal", f"{field} is not a decimal string")
         return Decimal(value)
     if isinstance(value, int) and not isinstance(value, bool):

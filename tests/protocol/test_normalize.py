@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from bridge.errors import MalformedPayload
 from bridge.protocol import normalize_depth, normalize_kline, normalize_trade
-from bridge.protocol.normalize import parse_decimal
+from bridge.protocol.normalize import _DECIMAL_TEXT, parse_decimal
 from bridge.records import PriceLevel, Side
 from tests.protocol.frames import PROVENANCE, fixture
 
@@ -279,3 +279,14 @@ def test_parse_decimal_accepts_only_decimal_text(text: str) -> None:
         return
     assert value == Decimal(text)
     assert value.is_finite()
+
+
+@given(st.one_of(st.text(alphabet="0123456789.+-eE _", max_size=12), st.text(max_size=8)))
+def test_the_quick_decimal_check_accepts_what_the_pattern_accepts(text: str) -> None:
+    """parse_decimal's regex-free path for plain digits never accepts or refuses text differently from the pattern."""
+    try:
+        parse_decimal(text, "p")
+        accepted = True
+    except MalformedPayload:
+        accepted = False
+    assert accepted == (_DECIMAL_TEXT.fullmatch(text) is not None)
