@@ -82,6 +82,8 @@ class _Job:
     gap: GapRecord
     lower: dict[Pair, int]
     first_after: dict[Pair, int] = field(default_factory=dict)
+    live: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set whenever a pair's first WebSocket bar after the gap is seen."""
     items: list[BackfillItem] = field(default_factory=list)
     first_bar: int | None = None
     last_bar: int | None = None
@@ -199,7 +201,9 @@ class Backfiller:
         if start > line.last_bar.get(pair, -1):
             line.last_bar[pair] = start
         for job in line.jobs:
-            job.first_after.setdefault(pair, start)
+            if pair not in job.first_after:
+                job.first_after[pair] = start
+                job.live.set()
         return line.holding
 
     def _hold(self, line: _Line, outcome: DataOutcome) -> None:
@@ -268,6 +272,7 @@ class Backfiller:
         if refused is not None:
             return BackfillItem(code, Stream.KLINE, interval.label, 0, refused.cause.value)
         pair = (code, interval.label)
+        await _first_live_bar(job, pair)
         floor = epoch_seconds(self._clock.wall()) - int(self._config.max_age_seconds)
         since = job.lower[pair]
         reason = "max_age" if since < floor else None
@@ -404,3 +409,22 @@ class Backfiller:
             while line.jobs:
                 self._report(line, line.jobs.popleft(), stopped=True)
             self._release(line)
+
+
+FIRST_LIVE_WAIT_SECONDS = 2.0
+"""How long a fill waits for the WebSocket's first bar of its pair after the gap (live klines are held meanwhile)."""
+
+
+async def _first_live_bar(job: _Job, pair: Pair) -> None:
+    """Wait briefly for the pair's first WebSocket bar after the gap.
+
+    It is the fill's upper bound, and it makes REST's newest bar final. Fetched before it, the
+    newest REST bar may be open and is left out; when the WebSocket then starts a bar or more
+    later, no one publishes that bar (seen at 60x simulated time). Quiet codes send nothing: the
+    wait ends after ``FIRST_LIVE_WAIT_SECONDS``.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(FIRST_LIVE_WAIT_SECONDS):
+            while pair not in job.first_after:
+                job.live.clear()
+                await job.live.wait()

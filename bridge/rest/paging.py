@@ -148,11 +148,16 @@ class KlinePager:
         self._done = True
 
     def final_bars(self, until: int | None = None) -> list[Mapping[str, Any]]:
-        """The held bars with ``since <= t < until``, oldest first, without the newest held bar (maybe open)."""
+        """The held bars with ``since <= t < until``, oldest first; the newest held bar only when it is final.
+
+        The newest bar REST returned may still be open, unless the WebSocket already delivered a later
+        one (``until`` after it): then it is final, and leaving it out would lose it (the WebSocket's
+        first bar after the gap is later still).
+        """
         newest = self.newest
         if newest is None:
             return []
-        bound = newest if until is None else min(until, newest)
+        bound = newest if until is None else (until if until > newest else min(until, newest))
         return [self._bars[start] for start in sorted(self._bars) if self.since <= start < bound]
 
     def covers_since(self) -> bool:

@@ -64,6 +64,15 @@ def test_final_bars_exclude_the_newest_and_respect_until() -> None:
     assert [int(bar["t"]) for bar in pager.final_bars(until=180)] == [60, 120]
 
 
+def test_the_newest_bar_is_final_once_the_websocket_has_a_later_one() -> None:
+    """REST's newest bar (240) was fetched while open; the WebSocket's first bar after the gap is 300: 240 is
+    final and published, or no one would publish it (seen at 60x simulated time under load)."""
+    pager = KlinePager(since=0, page_bars=10)
+    pager.add(page(60, 120, 180, 240))
+    assert [int(bar["t"]) for bar in pager.final_bars(until=300)] == [60, 120, 180, 240]
+    assert [int(bar["t"]) for bar in pager.final_bars(until=240)] == [60, 120, 180]
+
+
 def test_a_server_ignoring_timestamp_does_not_loop() -> None:
     """A page that brings nothing older than what is held ends the paging."""
     pager = KlinePager(since=0, page_bars=2)
