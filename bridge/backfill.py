@@ -53,7 +53,7 @@ from bridge.errors import (
     RestRetriable,
     RestTerminal,
 )
-from bridge.feed import Outlet
+from bridge.feed import ForwardingOutlet, Outlet
 from bridge.metrics import BridgeMetrics
 from bridge.protocol.codes import KlineInterval
 from bridge.protocol.events import DataOutcome, GapClosed, Record
@@ -105,7 +105,7 @@ class _Line:
     rest_sequence: int = 0
 
 
-class Backfiller:
+class Backfiller(ForwardingOutlet):
     """The outlet that backfills klines after gaps (see the module docstring).
 
     Args:
@@ -173,15 +173,6 @@ class Backfiller:
             log.warning("GET /package/info gave no apiNumPerSec; backfill keeps %g requests per second", budget.rate)
 
     # -- the Outlet protocol ------------------------------------------------------------------
-
-    @property
-    def accepting(self) -> bool:
-        """Whether the next outlet accepts records."""
-        return self._outlet.accepting
-
-    async def wait_for_room(self) -> None:
-        """Return once the next outlet accepts records again; safe to cancel."""
-        await self._outlet.wait_for_room()
 
     def emit(self, outcome: DataOutcome) -> None:
         """Pass one outcome on (or hold a live kline record while its connection backfills); never waits."""

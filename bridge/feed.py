@@ -77,6 +77,21 @@ YIELD_EVERY_FRAMES = 64
 """Connection attempts failing in a row before one WARNING sums them up (each is INFO)."""
 
 
+class ForwardingOutlet:
+    """An outlet in front of another (backfill, snapshots): whether it accepts, and when it has room, are the next's."""
+
+    _outlet: Outlet
+
+    @property
+    def accepting(self) -> bool:
+        """Whether the next outlet accepts records."""
+        return self._outlet.accepting
+
+    async def wait_for_room(self) -> None:
+        """Return once the next outlet accepts records again; safe to cancel."""
+        await self._outlet.wait_for_room()
+
+
 def vendor_url(base_url: str, business: str, api_key: str) -> str:
     """The connection URL; it carries the key, so only ever log it through :func:`redact`."""
     return f"{base_url}?{urlencode({'business': business, 'apikey': api_key})}"

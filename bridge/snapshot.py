@@ -21,7 +21,7 @@ from datetime import datetime
 import orjson
 
 from bridge.errors import MalformedPayload, RestError
-from bridge.feed import Outlet
+from bridge.feed import ForwardingOutlet, Outlet
 from bridge.protocol.events import DataOutcome, GapClosed, Record
 from bridge.protocol.normalize import normalize_depth
 from bridge.protocol.requests import ConnectionPlan
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 _EMPTY_SIDE: list[list[str]] = [[], []]
 
 
-class DepthSnapshots:
+class DepthSnapshots(ForwardingOutlet):
     """The outlet that adds a REST book snapshot after each reconnect (see the module docstring).
 
     Args:
@@ -66,15 +66,6 @@ class DepthSnapshots:
             codes = tuple(code for code in dict.fromkeys(depth) if (plan.business, code) in self._wanted)
             if codes:
                 self._codes[plan.name] = (plan, codes)
-
-    @property
-    def accepting(self) -> bool:
-        """Whether the next outlet accepts records."""
-        return self._outlet.accepting
-
-    async def wait_for_room(self) -> None:
-        """Return once the next outlet accepts records again; safe to cancel."""
-        await self._outlet.wait_for_room()
 
     def emit(self, outcome: DataOutcome) -> None:
         """Pass one outcome on; a resolved gap of a tracked connection starts its snapshot. Never waits."""
