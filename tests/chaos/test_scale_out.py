@@ -134,11 +134,13 @@ async def test_three_replicas_share_the_codes_a_killed_ones_move_and_a_newcomer_
     gaps = [decode(schema, record.value) for record in await consume_all(kafka_bootstrap, names["gap"])]
     moved_gaps = [gap for gap in gaps if gap["cause"] == "shard_moved"]
     victims_codes = {code for code in CODES if shard_of(code, SHARDS) in victims_shards}
-    # The kill's gaps start at the victim's last heartbeat (at most a second before the kill) and end when
-    # the new owner's data flows: the session timeout and a subscribe round trip later.
-    kill_gaps = [gap for gap in moved_gaps if killed_at - timedelta(seconds=2) <= gap["start"] <= killed_at]
+    # The kill's gaps span the kill (gaps of the start-up's hand-offs ended before it); they start at the
+    # victim's last heartbeat (at most a second before the kill) and end when the new owner's data flows:
+    # the session timeout and a subscribe round trip later.
+    kill_gaps = [gap for gap in moved_gaps if gap["start"] <= killed_at < gap["end"]]
     assert {code for gap in kill_gaps for code in gap["codes"]} == victims_codes
     for gap in kill_gaps:
+        assert killed_at - timedelta(seconds=2) <= gap["start"], gap
         assert SESSION_TIMEOUT - 1 < (gap["end"] - gap["start"]).total_seconds() < handoff + 2, gap
     # Every trade missing from Kafka lies inside a hand-off gap published for its code (1 s slack: the
     # gap of a killed owner starts at its last heartbeat, the moment it was last known alive).
