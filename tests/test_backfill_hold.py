@@ -11,30 +11,16 @@ from bridge.backfill import Backfiller
 from bridge.config_backfill import BackfillConfig
 from bridge.metrics import BridgeMetrics
 from bridge.protocol.codes import KlineInterval
-from bridge.protocol.events import DataOutcome, GapClosed, Record
+from bridge.protocol.events import GapClosed, Record
 from bridge.protocol.requests import plan_connections
 from bridge.records import Cause, GapRecord, KlineRecord, Provenance, Stream
 from bridge.rest.budget import RequestBudget
 from bridge.rest.client import RestClient
 from bridge.timing import RetryPolicy
+from tests.outlets import Collected
 
 T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 PLAN = plan_connections("crypto", ["BTCUSDT"], [Stream.KLINE], [KlineInterval.MIN_1])[0]
-
-
-class Collected:
-    """An outlet that keeps what it is given (the publisher's place in the chain)."""
-
-    def __init__(self) -> None:
-        self.outcomes: list[DataOutcome] = []
-        self.accepting = True
-
-    def emit(self, outcome: DataOutcome) -> None:
-        """Keep it."""
-        self.outcomes.append(outcome)
-
-    async def wait_for_room(self) -> None:
-        """Never full."""
 
 
 def bar(minute: int, sequence: int) -> Record:

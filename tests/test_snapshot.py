@@ -5,30 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from bridge.protocol.events import DataOutcome, Record
+from bridge.protocol.events import Record
 from bridge.protocol.requests import plan_connections
 from bridge.records import Cause, DepthRecord, GapRecord, PriceLevel, Provenance, RecordSource, Stream
 from bridge.rest.budget import RequestBudget
 from bridge.rest.client import RestClient
 from bridge.snapshot import DepthSnapshots
+from tests.outlets import Collected
 
 T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 GAP = GapRecord("crypto", "crypto-0", ("BTCUSDT",), (Stream.DEPTH,), T0, T0, Cause.CLOSED, None, True, "a", "c#2@r")
-
-
-class Collected:
-    """An outlet that keeps what it is given (the publisher's place in the chain)."""
-
-    def __init__(self) -> None:
-        self.outcomes: list[DataOutcome] = []
-        self.accepting = True
-
-    def emit(self, outcome: DataOutcome) -> None:
-        """Keep it."""
-        self.outcomes.append(outcome)
-
-    async def wait_for_room(self) -> None:
-        """Never full."""
 
 
 async def test_null_sides_are_empty_and_older_books_are_dropped() -> None:
