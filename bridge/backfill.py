@@ -83,6 +83,8 @@ class _Job:
     lower: dict[Pair, int]
     first_after: dict[Pair, int] = field(default_factory=dict)
     live: asyncio.Event = field(default_factory=asyncio.Event)
+    live_deadline: float | None = None
+    """When the job stops waiting for first live bars (loop time): one wait per job, not one per pair."""
     """Set whenever a pair's first WebSocket bar after the gap is seen."""
     items: list[BackfillItem] = field(default_factory=list)
     first_bar: int | None = None
@@ -412,10 +414,14 @@ async def _first_live_bar(job: _Job, pair: Pair) -> None:
     It is the fill's upper bound, and it makes REST's newest bar final. Fetched before it, the
     newest REST bar may be open and is left out; when the WebSocket then starts a bar or more
     later, no one publishes that bar (seen at 60x simulated time). Quiet codes send nothing: the
-    wait ends after ``FIRST_LIVE_WAIT_SECONDS``.
+    job's waiting ends ``FIRST_LIVE_WAIT_SECONDS`` after its first fill began, for all its pairs
+    together (a connection of 600 quiet codes must not wait 600 times).
     """
+    loop = asyncio.get_running_loop()
+    if job.live_deadline is None:
+        job.live_deadline = loop.time() + FIRST_LIVE_WAIT_SECONDS
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(FIRST_LIVE_WAIT_SECONDS):
+        async with asyncio.timeout_at(job.live_deadline):
             while pair not in job.first_after:
                 job.live.clear()
                 await job.live.wait()
