@@ -53,8 +53,8 @@ from bridge.errors import (
     RestRetriable,
     RestTerminal,
 )
-from bridge.feed import ForwardingOutlet, Outlet
 from bridge.metrics import BridgeMetrics
+from bridge.outlet import ForwardingOutlet, Outlet
 from bridge.protocol.codes import KlineInterval
 from bridge.protocol.events import DataOutcome, GapClosed, Record
 from bridge.protocol.normalize import normalize_kline

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 from bridge.backfill import Backfiller
 from bridge.config import BridgeConfig
-from bridge.feed import Outlet
 from bridge.metrics import BridgeMetrics
+from bridge.outlet import Outlet
 from bridge.protocol.requests import ConnectionPlan
 from bridge.records import Stream
 from bridge.rest.budget import RequestBudget

@@ -21,16 +21,16 @@ import os
 import socket
 import ssl
 from datetime import datetime
-from typing import Protocol
+from typing import Any
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from bridge.metrics import BridgeMetrics, FrameCounter
+from bridge.outlet import Outlet
 from bridge.protocol import ConnectionSession
 from bridge.protocol.events import (
-    DataOutcome,
     Disconnect,
     GapClosed,
     Notice,
@@ -57,39 +57,14 @@ wire_log = logging.getLogger("bridge.feed.websockets")
 wire_log.addFilter(RedactingFilter())
 
 
-class Outlet(Protocol):
-    """The feed's one output: where records, dead letters and gaps go (``bridge.pipeline.Publisher``)."""
-
-    def emit(self, outcome: DataOutcome) -> None:
-        """Publish one outcome; never waits."""
-
-    @property
-    def accepting(self) -> bool:
-        """False when the output is full: the feed then stops reading until there is room."""
-
-    async def wait_for_room(self) -> None:
-        """Return once the output accepts records again."""
-
-
 FAILURES_BEFORE_WARNING = 5
+"""Connection attempts failing in a row before one WARNING sums them up (each is INFO)."""
 YIELD_EVERY_FRAMES = 64
 """The reader lets other tasks run after this many frames in a row (about 2 ms of work)."""
-"""Connection attempts failing in a row before one WARNING sums them up (each is INFO)."""
-
-
-class ForwardingOutlet:
-    """An outlet in front of another (backfill, snapshots): whether it accepts, and when it has room, are the next's."""
-
-    _outlet: Outlet
-
-    @property
-    def accepting(self) -> bool:
-        """Whether the next outlet accepts records."""
-        return self._outlet.accepting
-
-    async def wait_for_room(self) -> None:
-        """Return once the next outlet accepts records again; safe to cancel."""
-        await self._outlet.wait_for_room()
+CLOSE_TIMEOUT_SECONDS = 2.0
+"""How long the closing handshake may take before the socket is cut."""
+DRAIN_SECONDS = CLOSE_TIMEOUT_SECONDS + 1.0
+"""How long the reader may go on reading what the vendor sent before the socket ends (see ``_pump``)."""
 
 
 def vendor_url(base_url: str, business: str, api_key: str) -> str:
@@ -213,7 +188,7 @@ class FeedConnection:
                 open_timeout=self._open_timeout,
                 max_size=max(4 * session.max_frame_bytes, 16 << 20),
                 compression=None,
-                close_timeout=2,
+                close_timeout=CLOSE_TIMEOUT_SECONDS,
                 logger=wire_log,
             ) as socket:
                 session.connection_opened(self._clock.monotonic())
@@ -236,13 +211,26 @@ class FeedConnection:
             self._count_subscribed(subscribed=False)
 
     async def _pump(self, socket: ClientConnection, stop: asyncio.Event) -> Disconnect:
+        """Run the reader and the writer until one ends the connection (or the bridge stops); say why.
+
+        The reader is never cut off while the vendor's frames may still be queued: when the writer
+        ends (the vendor closed the socket, or the session found the feed stale) or the bridge
+        stops, the closing handshake starts and the reader goes on until the socket ends, within
+        :data:`DRAIN_SECONDS`. So every push the vendor sent before it saw the close is read:
+        a stop loses nothing, and a vendor's close loses nothing behind a busy reader.
+        """
         name = self.session.connection_id
         reader = asyncio.create_task(self._read(socket), name=f"{name}-reader")
         writer = asyncio.create_task(self._write(socket), name=f"{name}-writer")
         stopper = asyncio.create_task(stop.wait(), name=f"{name}-stop")
-        tasks = {reader, writer, stopper}
+        tasks: list[asyncio.Task[Any]] = [reader, writer, stopper]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if reader not in done:
+                writer.cancel()
+                stopper.cancel()
+                tasks.append(asyncio.create_task(socket.close(), name=f"{name}-close"))
+                await asyncio.wait((reader,), timeout=DRAIN_SECONDS)
             self._data_stopped = self._clock.wall()
         finally:
             for task in tasks:
@@ -252,12 +240,14 @@ class FeedConnection:
                     await task
         if stopper in done:
             return Disconnect(Cause.STOPPED, detail="the bridge is stopping")
+        drained = _result(reader)
+        if isinstance(drained, Disconnect):
+            return drained  # what the last frames said (a vendor error before its close) comes first
         for task in (reader, writer):
-            if task in done and not task.cancelled():
-                error = task.exception()
-                if error is not None:
-                    return _disconnect_of(error, self._secrets)
-                ended = task.result()
+            if task in done:
+                ended = _result(task)
+                if isinstance(ended, BaseException):
+                    return _disconnect_of(ended, self._secrets)
                 if ended is not None:
                     return ended
         return Disconnect(Cause.CLOSED, detail="the vendor closed the connection")
@@ -387,6 +377,13 @@ class FeedConnection:
         for subscription in self.session.plan.subscriptions:
             gauge = self._metrics.subscribed_codes.labels(self._business, subscription.stream.value)
             gauge.inc(sign * len(subscription.codes))
+
+
+def _result(task: asyncio.Task[Disconnect | None]) -> Disconnect | BaseException | None:
+    """What a finished pump task returned or raised; ``None`` when it was cancelled or is still running."""
+    if not task.done() or task.cancelled():
+        return None
+    return task.exception() or task.result()
 
 
 def _code(ended: Disconnect) -> str:

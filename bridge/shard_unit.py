@@ -26,8 +26,9 @@ from pathlib import Path
 from bridge.backfill_wiring import RestShared, RestSide
 from bridge.config import BridgeConfig, SubscriptionConfig
 from bridge.config_spool import SpoolConfig
-from bridge.feed import FeedConnection, Outlet, vendor_url
+from bridge.feed import FeedConnection, vendor_url
 from bridge.metrics import BridgeMetrics
+from bridge.outlet import Outlet
 from bridge.pipeline import Publisher
 from bridge.protocol import ConnectionSession, FrameBudget
 from bridge.protocol.handoff import Inherited

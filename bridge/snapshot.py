@@ -21,7 +21,7 @@ from datetime import datetime
 import orjson
 
 from bridge.errors import MalformedPayload, RestError
-from bridge.feed import ForwardingOutlet, Outlet
+from bridge.outlet import ForwardingOutlet, Outlet
 from bridge.protocol.events import DataOutcome, GapClosed, Record
 from bridge.protocol.normalize import normalize_depth
 from bridge.protocol.requests import ConnectionPlan
