@@ -146,6 +146,9 @@ class SimulatorStats:
     """Connections cut with 513 by ``heartbeat_timeout``."""
     connections_aborted: int = 0
     """Connections aborted without a close frame (``close_after_pushes``, ``Simulator.drop_connections``)."""
+    cut_at_stop: int = 0
+    """Connections whose client had not answered the stop's closing handshake after ``close_timeout``: what
+    was still on its way to that client was lost, though the record file lists it as sent."""
 
     @property
     def trades_sent(self) -> int:

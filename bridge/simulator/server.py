@@ -355,6 +355,13 @@ class Simulator:
             self.stats.connections -= 1
             connection.release_backlog()
             connection.done.set()
+            if self._stopped and ws.protocol.close_rcvd is None:
+                self.stats.cut_at_stop += 1
+                logger.warning(
+                    "simulator: connection %d did not answer the closing handshake within close_timeout (%gs) and "
+                    "was cut; pushes still on their way to it are lost, though recorded as sent",
+                    info.id, self.options.close_timeout,
+                )  # fmt: skip
             logger.info(
                 "connection %d closed: business=%s codes=%d frames_received=%d close_code=%s",
                 info.id,

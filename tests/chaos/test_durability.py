@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from bridge.records import EPOCH
-from bridge.simulator import GatewayRules, Simulator, SimulatorOptions
-from tests.chaos.support import API_KEY, BridgeProcess, compare, missing_times, sent_trades, trades_in_kafka
+from bridge.simulator import GatewayRules, Simulator
+from tests.chaos.support import BridgeProcess, compare, missing_times, recording, sent_trades, trades_in_kafka
 from tests.conftest import LocalBroker
 from tests.harness import topics
 from tests.kafka_tools import apache_schema, consume_all, decode
@@ -29,12 +29,7 @@ def simulator(tmp_path: Path, rate: float) -> Simulator:
     Its heartbeat timeout (20 s) and the websockets keepalive (a ping every 20 s) would cut a
     bridge that stopped reading its socket: 513 or 1011 (counted in ``stats``).
     """
-    return Simulator(
-        SimulatorOptions(
-            port=0, api_key=API_KEY, rate=rate, depth_rate=0, kline_rate=0, record_sent=tmp_path / "sent.jsonl",
-            rules=GatewayRules(heartbeat_timeout=20.0),
-        )
-    )  # fmt: skip
+    return Simulator(recording(tmp_path, rate, rules=GatewayRules(heartbeat_timeout=20.0)))
 
 
 async def test_a_60_second_broker_outage_at_5000_pushes_a_second_loses_nothing(
@@ -65,6 +60,7 @@ async def test_a_60_second_broker_outage_at_5000_pushes_a_second_loses_nothing(
     result = compare(sent, await trades_in_kafka(own_broker.bootstrap, names["trade"]))
     assert spooled > 200_000, "the outage's trades waited in the spool"
     assert (stats.heartbeat_timeouts, stats.connections_total) == (0, 1), "the socket was read all along"
+    assert stats.cut_at_stop == 0, "the bridge read everything the simulator sent before its close"
     assert (result.missing, result.duplicates, result.out_of_order) == (0, 0, 0), result
     assert result.delivered == result.sent > 300_000
     assert bridge.peak_rss_kib < 300 * 1024, f"peak RSS {bridge.peak_rss_kib // 1024} MiB"
@@ -98,14 +94,10 @@ async def test_sigterm_leaves_the_backlog_in_the_spool_and_a_restart_delivers_it
     sent = sent_trades(tmp_path / "sent.jsonl")
     result = compare(sent, await trades_in_kafka(own_broker.bootstrap, names["trade"]))
     assert left == 1, "the first run said what it left in the spool"
-    assert (result.duplicates, result.out_of_order) == (0, 0), result
-    # Only frames the vendor wrote while the first run was closing its socket, never read, can be missing:
-    # at most one stretch per symbol, a fraction of a second long.
-    # One stretch per symbol at the kill. Since the hot-path merge about one run in three also shows a
-    # second, short stretch per symbol; its cause is not found yet (issue 14's note), so two are allowed
-    # here, and the bound on what is lost (below) is unchanged.
-    assert result.missing_runs <= 2 * len(sent), result
-    assert result.missing <= 500, result
+    # The first run closed its socket and read on until the vendor's close: what the vendor sent before
+    # it saw that close is in the spool, and so in Kafka.
+    assert sim.stats.cut_at_stop == 0
+    assert (result.missing, result.duplicates, result.out_of_order) == (0, 0, 0), result
 
 
 async def test_kill_9_during_an_outage_loses_at_most_the_sync_window(
@@ -133,10 +125,9 @@ async def test_kill_9_during_an_outage_loses_at_most_the_sync_window(
     assert len(recovery) == 1, recovery
     assert "records to deliver first" in recovery[0]
     assert (result.duplicates, result.out_of_order) == (0, 0), result
-    # One stretch per symbol at the kill. Since the hot-path merge about one run in three also shows a
-    # second, short stretch per symbol; its cause is not found yet (issue 14's note), so two are allowed
-    # here, and the bound on what is lost (below) is unchanged.
-    assert result.missing_runs <= 2 * len(sent), result
+    # One stretch per symbol, at the kill.
+    assert sim.stats.cut_at_stop == 0
+    assert result.missing_runs <= len(sent), result
     # 2,000/s for the 50 ms sync window is 100; allow the frames in flight on the socket besides.
     assert result.missing <= 400, result
     print(f"kill -9: {result.missing} of {result.sent} trades lost; {recovery[0]}")

@@ -18,8 +18,15 @@ import pytest
 
 from bridge.protocol.shards import shard_of
 from bridge.records import EPOCH
-from bridge.simulator import Simulator, SimulatorOptions
-from tests.chaos.support import API_KEY, BridgeProcess, compare, missing_times, sent_trades, trades_in_kafka
+from bridge.simulator import Simulator
+from tests.chaos.support import (
+    BridgeProcess,
+    compare,
+    missing_times,
+    recording,
+    sent_trades,
+    trades_in_kafka,
+)
 from tests.conftest import LocalBroker
 from tests.harness import topics
 from tests.kafka_tools import apache_schema, consume_all, decode
@@ -90,9 +97,7 @@ async def test_three_replicas_share_the_codes_a_killed_ones_move_and_a_newcomer_
     hand-off; a replica joining the survivors takes its share of the shards; nothing is duplicated under
     read_committed."""
     names = {**topics("scale"), "gap": f"scale.{tmp_path.name}.gaps"}
-    options = SimulatorOptions(
-        port=0, api_key=API_KEY, rate=600, depth_rate=0, kline_rate=0, record_sent=tmp_path / "sent.jsonl"
-    )
+    options = recording(tmp_path, 600)
     async with Simulator(options) as sim:
         group = [replica(tmp_path, f"bridge-{i}", sim, kafka_bootstrap, names, mode="group") for i in range(3)]
         bridges.extend(group)
@@ -163,9 +168,7 @@ async def test_static_replicas_cover_the_codes_once_and_a_spool_of_shards_owned_
     0 of 2 beside replica 1: each code is subscribed exactly once, and the records its spool held of replica 1's
     shards are delivered too, under a drain id of their own: every trade once, late but not lost."""
     names = topics("static")
-    options = SimulatorOptions(
-        port=0, api_key=API_KEY, rate=500, depth_rate=0, kline_rate=0, record_sent=tmp_path / "sent.jsonl"
-    )
+    options = recording(tmp_path, 500)
     async with Simulator(options) as sim:
         alone = replica(tmp_path, "bridge-0", sim, own_broker.bootstrap, names, mode="static", count=1)
         bridges.append(alone)

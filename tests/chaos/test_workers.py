@@ -11,9 +11,9 @@ import pytest
 
 from bridge.config import parse_config
 from bridge.protocol.shards import static_shards
-from bridge.simulator import Simulator, SimulatorOptions
+from bridge.simulator import Simulator
 from bridge.workers import worker_config
-from tests.chaos.support import API_KEY, BridgeProcess, compare, sent_trades, trades_in_kafka
+from tests.chaos.support import BridgeProcess, compare, recording, sent_trades, trades_in_kafka
 from tests.harness import topics
 
 CODES = [f"W{i:02d}USDT" for i in range(24)]
@@ -71,8 +71,7 @@ async def test_two_workers_share_the_codes_behind_one_endpoint_and_stop_together
     """``--workers 2``: each code subscribed once over both workers, one /metrics with a worker label, /readyz
     ready when both are, and one SIGTERM stops both with status 0 and every trade in Kafka once."""
     names = topics("workers")
-    options = SimulatorOptions(port=0, api_key=API_KEY, rate=400, depth_rate=0, kline_rate=0,
-                               record_sent=tmp_path / "sent.jsonl")  # fmt: skip
+    options = recording(tmp_path, 400)
     async with Simulator(options) as sim:
         bridge = BridgeProcess(
             tmp_path, sim.url, kafka_bootstrap, names, arguments=("--workers", "2"),
@@ -94,5 +93,6 @@ async def test_two_workers_share_the_codes_behind_one_endpoint_and_stop_together
         assert "worker 1:" in why
         await asyncio.sleep(1)
     assert await bridge.stop(signal.SIGTERM) == 0
+    assert sim.stats.cut_at_stop == 0
     result = compare(sent_trades(tmp_path / "sent.jsonl"), await trades_in_kafka(kafka_bootstrap, names["trade"]))
     assert (result.missing, result.duplicates, result.out_of_order) == (0, 0, 0), result
