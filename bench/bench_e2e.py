@@ -6,6 +6,8 @@ simulator (``python -m bridge.simulator``) and its own topics on one broker (scr
 free ports, unless ``KAFKA_BOOTSTRAP_SERVERS`` is set):
 
 * ``bridge``: ``infoway-bridge run`` as a user runs it (disk spool with fsync, exactly-once);
+* ``bridge-w2``: the same with ``--workers 2`` (one process per core, each half the shards);
+* ``bridge-alo``: the same with ``delivery.mode: at-least-once`` (idempotent, no transactions);
 * ``naive``: bench/naive_bridge.py, the bridge written the obvious way (trade loads only);
 * ``ceiling``: Kafka's own ``ProducerPerformance`` (the broker's jars plus kafka-tools) at the
   bridge's record size, acks=all, idempotent, flat out; and the simulator into a client that only
@@ -69,6 +71,13 @@ SUSTAINED_SHARE = 0.98
 
 
 # -- contenders ------------------------------------------------------------------------------------
+
+BRIDGES: dict[str, tuple[list[str], list[str]]] = {
+    "bridge": ([], []),
+    "bridge-w2": (["--workers", "2"], []),
+    "bridge-alo": ([], ["delivery.mode=at-least-once"]),
+}
+"""The bridge contenders: extra ``run`` arguments and config settings (``--set``) beside the user's."""
 
 
 def codes(count: int) -> list[str]:
@@ -169,11 +178,12 @@ def run_contender(kind: str, load: Load, args: argparse.Namespace, kafka: Broker
     with simulator(load, pushes_for) as (sim, sim_port), tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
         directory = Path(tmp)
         metrics_port = free_port()
-        if kind == "bridge":
-            config = bridge_config(directory, sim_port, kafka.bootstrap, metrics_port, load, args.codes, args.set)
+        if kind in BRIDGES:
+            overrides = [*args.set, *BRIDGES[kind][1]]
+            config = bridge_config(directory, sim_port, kafka.bootstrap, metrics_port, load, args.codes, overrides)
             topics = [f"{json.loads(config.read_text())['kafka']['topics'][s]}" for s in ("trade", "depth", "kline")]
             command = [str(BIN / "infoway-bridge"), "run", "--config", str(config), "--summary-interval=0"]
-            command += ["--log-level=WARNING"]
+            command += ["--log-level=WARNING", *BRIDGES[kind][0]]
         else:
             topics = [f"bench.{uuid.uuid4().hex[:8]}.naive"]
             url = f"ws://127.0.0.1:{sim_port}/ws?business=crypto&apikey={KEY}"
@@ -187,7 +197,7 @@ def run_contender(kind: str, load: Load, args: argparse.Namespace, kafka: Broker
             time.sleep(args.warmup)
             pids = {"contender": process.pid, "simulator": sim.pid, "broker": kafka.pid}
             cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid is not None}
-            lag_before = scrape(metrics_port) if kind == "bridge" else {}
+            lag_before = scrape(metrics_port) if kind in BRIDGES else {}
             profiler = _profile(process.pid, args, f"{kind}-{load.name.replace(' ', '-').replace('/', '-')}")
             start = time.time()
             time.sleep(args.seconds)
@@ -195,7 +205,7 @@ def run_contender(kind: str, load: Load, args: argparse.Namespace, kafka: Broker
             if profiler is not None:
                 profiler.wait(timeout=30)
             cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items() if pid is not None}
-            lag_after = scrape(metrics_port) if kind == "bridge" else {}
+            lag_after = scrape(metrics_port) if kind in BRIDGES else {}
             expected = sum(int(rate * pushes_for) for rate in (load.trades, load.depth, load.klines))
             # Wait until the simulator has sent everything (or stopped sending: a contender that fell behind).
             previous, settled = -1, time.monotonic()
@@ -223,7 +233,7 @@ def run_contender(kind: str, load: Load, args: argparse.Namespace, kafka: Broker
         "peak_rss_mb": round(rss, 1),
     }
     result["sustained"] = result["lost"] == 0 and landed / window >= SUSTAINED_SHARE * load.total
-    if kind == "bridge":
+    if kind in BRIDGES:
         for name, label in (
             ("infoway_bridge_pipeline_latency_seconds", "ack"),
             ("infoway_bridge_event_lag_seconds", "lag"),
@@ -306,7 +316,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--codes", type=int, default=50, help="crypto codes subscribed (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=20, help="measured window (default: %(default)s)")
     parser.add_argument("--warmup", type=float, default=5, help="seconds before the window (default: %(default)s)")
-    parser.add_argument("--contenders", default="bridge,naive", help="(default: %(default)s)")
+    parser.add_argument(
+        "--contenders", default="bridge,naive", help=f"of {', '.join([*BRIDGES, 'naive'])} (default: %(default)s)"
+    )
     parser.add_argument("--bootstrap", help="an existing broker (default: KAFKA_BOOTSTRAP_SERVERS, else our own)")
     parser.add_argument(
         "--set",
@@ -321,6 +333,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     loads = parse_loads(args.loads)
     kinds = args.contenders.split(",")
+    unknown = [kind for kind in kinds if kind not in BRIDGES and kind != "naive"]
+    if unknown:
+        parser.error(f"--contenders: unknown {', '.join(unknown)}; expected some of {', '.join([*BRIDGES, 'naive'])}")
     conditions = (
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores ({platform.machine()}), simulator, "
         f"broker and contender on one host; {args.codes} crypto codes, {args.warmup:g} s warm-up, "

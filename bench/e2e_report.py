@@ -46,17 +46,21 @@ def ratios(report: dict[str, Any]) -> list[str]:
             default=0,
         )
 
-    bridge_best, naive_best = best("bridge"), best("naive")
+    bridges = list(dict.fromkeys(r["contender"] for r in runs if r["contender"].startswith("bridge")))
+    naive_best = best("naive")
+    bridge_best = max((best(kind) for kind in bridges), default=0)
     if naive_best:
-        out.append(
-            f"highest sustained trade load: bridge {bridge_best:,}/s, naive {naive_best:,}/s "
-            f"({bridge_best / naive_best:.2f}x)"
+        out.extend(
+            f"highest sustained trade load: {kind} {best(kind):,}/s, naive {naive_best:,}/s "
+            f"({best(kind) / naive_best:.2f}x)"
+            for kind in bridges
         )
     for load in dict.fromkeys(r["load"] for r in runs):
         pair = {r["contender"]: r for r in runs if r["load"] == load}
-        if "bridge" in pair and "naive" in pair:
-            share = pair["bridge"]["cpu_us_per_record"] / pair["naive"]["cpu_us_per_record"]
-            out.append(f"{load}: bridge CPU per record {share:.2f}x the naive bridge's")
+        for kind in bridges:
+            if kind in pair and "naive" in pair:
+                share = pair[kind]["cpu_us_per_record"] / pair["naive"]["cpu_us_per_record"]
+                out.append(f"{load}: {kind} CPU per record {share:.2f}x the naive bridge's")
     perf = report.get("producer_performance")
     if perf and bridge_best:
         times = perf["records_per_s"] / bridge_best
@@ -78,7 +82,9 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for kind, style in (("bridge", "o-"), ("naive", "s--")):
+    kinds = list(dict.fromkeys(r["contender"] for r in report["runs"]))
+    styles = ("o-", "^-", "v-", "s--")
+    for kind, style in zip(kinds, styles, strict=False):
         rows = [r for r in report["runs"] if r["contender"] == kind and "trades" in r["load"]]
         if rows:
             left.plot([r["offered_per_s"] for r in rows], [r["landed_per_s"] for r in rows], style, label=kind)
@@ -86,9 +92,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
     left.plot(offered, offered, ":", color="grey", label="offered")
     left.set(xlabel="offered trades/s", ylabel="landed in Kafka/s", title="throughput")
     left.legend()
-    rows = [r for r in report["runs"] if r["contender"] == "bridge" and "trades" in r["load"] and r["ack_ms"]["p99"]]
-    right.plot([r["offered_per_s"] for r in rows], [r["ack_ms"]["p99"] for r in rows], "o-", label="receipt-to-ack p99")
-    right.set(xlabel="offered trades/s", ylabel="ms", yscale="log", title="bridge latency p99")
+    for kind, style in zip(kinds, styles, strict=False):
+        rows = [r for r in report["runs"] if r["contender"] == kind and "trades" in r["load"] and r.get("ack_ms")]
+        rows = [r for r in rows if r["ack_ms"]["p99"]]
+        if rows:
+            right.plot([r["offered_per_s"] for r in rows], [r["ack_ms"]["p99"] for r in rows], style, label=kind)
+    right.set(xlabel="offered trades/s", ylabel="ms", yscale="log", title="receipt-to-ack p99")
     right.legend()
     figure.suptitle("\n".join(textwrap.wrap(report["conditions"], 160)), fontsize=7)
     figure.tight_layout()
