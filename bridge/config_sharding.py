@@ -62,6 +62,9 @@ class ShardingConfig(_Frozen):
     """How often an owner says, on the control topic, that it still holds its shards."""
     handoff_timeout_seconds: PositiveSeconds = 15.0
     """How long a new owner waits for the previous one to flush and release a shard before taking it anyway."""
+    colocated: tuple[int, ...] = ()
+    """Set by ``run --workers``, not by hand: the shards the other workers of this host own. Their spools
+    share ``spool.dir`` with this worker's, and are theirs: never delivered here as a replica's leftovers."""
 
     @model_validator(mode="before")
     @classmethod

@@ -27,6 +27,7 @@ from bridge.protocol.handoff import Inherited, ShardState, Verdict, decide
 from bridge.protocol.shards import plan_all, plan_shard, shard_name, static_shards
 from bridge.serialize import RecordSerializer
 from bridge.shard_unit import ShardUnit, UnitSettings, await_all, shard_spool
+from bridge.spool_lock import SpoolInUse, in_use
 from bridge.timing import Clock, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -222,9 +223,13 @@ class Replica:
         directory, sharding = self._config.spool.dir, self._config.sharding
         if not sharding.sharded or directory is None or not Path(directory).is_dir():
             return []
-        numbers = [path.name.removeprefix("shard-") for path in Path(directory).glob("shard-*")]
-        shards = {int(number) for number in numbers if number.isdigit() and int(number) < sharding.shards}
-        return sorted(shards - set(self.units) - set(self._drains))
+        found = {path.name.removeprefix("shard-"): path for path in Path(directory).glob("shard-*")}
+        shards = {
+            int(number)
+            for number, path in found.items()
+            if number.isdigit() and int(number) < sharding.shards and not in_use(path)
+        }
+        return sorted(shards - set(self.units) - set(self._drains) - set(sharding.colocated))
 
     async def _drain(self, shard: int) -> None:
         """Deliver what this replica's spool holds of ``shard`` (owned elsewhere now), then let go of it."""
@@ -243,6 +248,9 @@ class Replica:
             )  # fmt: skip
             await unit.spool.wait_until_empty()
             log.info("shard %02d: the records this replica's spool held are in Kafka", shard)
+        except SpoolInUse as exc:
+            # Another process (a sibling worker that owns the shard) took the directory first: it is theirs.
+            log.debug("shard %02d: %s; leaving it to that process", shard, exc)
         except (KafkaError, OSError) as exc:
             log.error(
                 "shard %02d: cannot deliver what the spool here holds (%s); retried at the next change", shard, exc

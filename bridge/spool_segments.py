@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import time
@@ -25,10 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.errors import ConfigError
 from bridge.metrics import BridgeMetrics
 from bridge.serialize import KafkaMessage
 from bridge.spool_format import SEGMENT_HEADER, Frame, decode_payload, payload_of, scan
+from bridge.spool_lock import lock_directory
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ class SegmentFiles:
         Raises:
             ConfigError: the directory cannot be created, written or locked (another bridge uses it).
         """
-        self._lock()
+        self._lock_fd = lock_directory(self.directory)
         damaged, torn = 0, None
         for path in sorted(self.directory.glob("*.seg")):
             segment, found, torn_here = self._recover(path)
@@ -135,31 +134,6 @@ class SegmentFiles:
             identity = uuid.uuid4().hex
             path.write_text(identity + "\n", encoding="ascii")
             return identity
-
-    def _lock(self) -> None:
-        directory = self.directory
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise ConfigError(f"spool.dir: cannot use {directory}: {exc.strerror}; give a writable directory") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise ConfigError(
-                f"spool.dir: {directory} is in use by another bridge process (pid {holder}); "
-                "give every bridge process its own spool directory"
-            ) from None
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            os.fsync(fd)
-        except OSError as exc:
-            os.close(fd)
-            raise ConfigError(f"spool.dir: cannot write to {directory}: {exc.strerror}") from exc
-        self._lock_fd = fd
 
     def _recover(self, path: Path) -> tuple[Segment | None, int, str | None]:
         """One segment file: its good entries' span, the damaged entries skipped, and a torn tail (cut off)."""

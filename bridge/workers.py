@@ -42,6 +42,7 @@ from bridge.config import BridgeConfig
 from bridge.config_sharding import ShardingMode
 from bridge.errors import ConfigError
 from bridge.http import HealthServer
+from bridge.protocol.shards import static_shards
 
 log = logging.getLogger(__name__)
 
@@ -57,19 +58,28 @@ def worker_config(config: BridgeConfig, index: int, workers: int, metrics_port: 
     """
     sharding = config.sharding
     shares: dict[str, object] = {"instance": f"{sharding.instance}.w{index}"}
+    replica, replicas = 0, 1  # this host's place among the static replicas (none: the only one)
     if sharding.mode is ShardingMode.STATIC:
         assert sharding.count is not None
-        count = sharding.count * workers
-        if count > sharding.shards:
+        replica, replicas = sharding.static_index, sharding.count
+        if replicas * workers > sharding.shards:
             raise ConfigError(
-                f"--workers {workers}: {sharding.count} replicas x {workers} workers is more than "
+                f"--workers {workers}: {replicas} replicas x {workers} workers is more than "
                 f"sharding.shards ({sharding.shards}); raise sharding.shards or use fewer workers"
             )
-        shares |= {"index": sharding.static_index + sharding.count * index, "count": count}
+        shares |= {"index": replica + replicas * index, "count": replicas * workers}
     elif sharding.mode is ShardingMode.NONE:
         if workers > sharding.shards:
             raise ConfigError(f"--workers {workers} is more than sharding.shards ({sharding.shards})")
         shares |= {"mode": ShardingMode.STATIC, "index": index, "count": workers}
+    if sharding.mode is not ShardingMode.GROUP:
+        # Static within the host: the siblings' shards are known, and their spools are not leftovers.
+        siblings = [replica + replicas * other for other in range(workers) if other != index]
+        shares["colocated"] = tuple(
+            sorted(
+                shard for sibling in siblings for shard in static_shards(sibling, replicas * workers, sharding.shards)
+            )
+        )
     delivery = config.delivery.model_copy(update={"transactional_id": transactional_stem(config)})
     backfill = config.backfill.model_copy(update={"share": config.backfill.share / workers})  # one key's budget
     return config.model_copy(

@@ -44,6 +44,10 @@ def test_the_workers_split_what_the_replica_owns_with_no_overlap(
         owned.append(set(static_shards(share.static_index, share.count, share.shards)))
         assert share.instance == f"pod-1.w{index}"
     assert sorted(shard for shards in owned for shard in shards) == sorted(wanted)
+    for index, mine in enumerate(owned):
+        share = worker_config(config, index, workers, 9000 + index).sharding
+        # The siblings' shards share spool.dir with this worker's: never taken for a replica's leftovers.
+        assert set(share.colocated) == wanted - mine, index
 
 
 def test_in_group_mode_each_worker_is_a_member_and_the_ids_stay_the_replicas() -> None:
@@ -94,5 +98,8 @@ async def test_two_workers_share_the_codes_behind_one_endpoint_and_stop_together
         await asyncio.sleep(1)
     assert await bridge.stop(signal.SIGTERM) == 0
     assert sim.stats.cut_at_stop == 0
+    # No worker took a sibling's spool for an orphan to drain (in a shared spool.dir, as happened once).
+    assert "Traceback" not in bridge.log()
+    assert "another replica owns now" not in bridge.log()
     result = compare(sent_trades(tmp_path / "sent.jsonl"), await trades_in_kafka(kafka_bootstrap, names["trade"]))
     assert (result.missing, result.duplicates, result.out_of_order) == (0, 0, 0), result
