@@ -38,7 +38,7 @@ def markdown(report: dict[str, Any]) -> str:
 def ratios(report: dict[str, Any]) -> list[str]:
     """What the run says, as ratios against the baselines run in it."""
     runs = report["runs"]
-    out = []
+    out: list[str] = []
 
     def best(kind: str) -> int:
         return max(
