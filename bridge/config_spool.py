@@ -83,7 +83,7 @@ class DeliveryConfig(_Frozen):
     transaction_max_records: int = Field(5000, ge=1)
     """Records per transaction (exactly-once) or per delivery round (at-least-once), at the most."""
     max_wait_ms: int = Field(5, ge=0)
-    """How long a round waits for more records once it has some (the producer's linger)."""
+    """How long a round waits for more records, counted from the oldest one's receipt (as Kafka's ``linger.ms``)."""
     transaction_timeout_seconds: int = Field(10, ge=1, le=900)
     """Exactly-once only: the broker aborts a transaction left open this long (by a process killed
     mid-transaction, whose id nobody takes over). Until then it holds back what read_committed

@@ -3,10 +3,10 @@
 Theory of operation
 -------------------
 One task reads the spool in offset order (:meth:`bridge.spool.Spool.read`: up to
-``delivery.transaction_max_records`` records, waiting up to ``delivery.max_wait_ms`` for more
-once it has some) and delivers them as one *round*: the records grouped by partition (murmur2 of
-the key, as Kafka's Java client does), each partition's records in order in as few batches as
-fit. Only when Kafka has acknowledged the whole round does the spool's acknowledged position
+``delivery.transaction_max_records`` records, waiting for more until the oldest is
+``delivery.max_wait_ms`` old) and delivers them as one *round*: the records grouped by partition
+(murmur2 of the key, as Kafka's Java client does), each partition's records in order in as few
+batches as fit. Only when Kafka has acknowledged the whole round does the spool's acknowledged position
 advance, so the spool never forgets a record Kafka does not hold, and per-symbol order holds: one
 partition per symbol, its batches in order, a failed round retried before the next begins.
 
@@ -174,7 +174,9 @@ class KafkaSink:
                 return
             entries = await self._spool.read(delivery.transaction_max_records, 1.0)
             if entries and delivery.max_wait_ms and len(entries) < delivery.transaction_max_records:
-                await asyncio.sleep(delivery.max_wait_ms / 1000)
+                linger = remaining_linger(delivery.max_wait_ms, entries[0][1].received_time, self._wall_clock())
+                if linger > 0:
+                    await asyncio.sleep(linger)
                 entries += await self._spool.read(delivery.transaction_max_records - len(entries), 0)
             if not entries:
                 if self._closing:
@@ -390,6 +392,18 @@ class KafkaSink:
 
 class _CommitUnanswered(TimeoutError):
     """The commit was sent and not answered: it may have gone through, and the transaction cannot be aborted."""
+
+
+def remaining_linger(max_wait_ms: int, oldest_received: datetime, now: datetime) -> float:
+    """Seconds a round still waits for more records: ``max_wait_ms`` counted from the oldest one's receipt.
+
+    As Kafka's ``linger.ms`` counts from a batch's first record: records that arrived while the last
+    round was in flight have waited already, and sleeping the full wait on top of that only added
+    latency (measured: the p99 receipt-to-ack of exactly-once delivery at 5,000 records/s). A wall
+    clock stepped back never makes the wait longer than ``max_wait_ms``.
+    """
+    limit = max_wait_ms / 1000
+    return min(limit, limit - (now - oldest_received).total_seconds())
 
 
 def _permanent(error: BaseException | None) -> bool:
