@@ -22,7 +22,7 @@ def hk_code_problem(code: str) -> str | None:
     """What is wrong with an HK code that is not five digits (the vendor answers ``700.HK`` "All product not exists").
 
     Refused rather than padded, because the code is also the Kafka key: the operator writes the
-    key consumers will see (``INFOWAY-REST.md``, discrepancy 6). ``None`` for any other code.
+    key consumers will see (``docs/protocol/INFOWAY-REST.md``, discrepancy 6). ``None`` for any other code.
     """
     found = _HK_CODE.match(code)
     if found is None or len(found.group(1)) == 5:

@@ -6,7 +6,7 @@ closes (it reconnected) it asks ``GET /{business}/batch_depth/{codes}`` once, 10
 and publishes each book as a depth record with ``source`` REST, so a consumer has a fresh book
 before (or about when) the first push arrives. REST books have no sequence number: a book is
 dropped when the WebSocket already delivered one of that symbol at the same or a later ``t``
-(``INFOWAY-REST.md``, "Snapshot endpoints"). A side the vendor sends as ``null`` is empty.
+(``docs/protocol/INFOWAY-REST.md``, "Snapshot endpoints"). A side the vendor sends as ``null`` is empty.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The vendor's numeric vocabulary: request, response and error codes, intervals, handshake statuses.
 
-Everything here is transcribed from ../shared/protocol/INFOWAY-WS.md ("as it really behaves"),
+Everything here is transcribed from docs/protocol/INFOWAY-WS.md ("as it really behaves"),
 which corrects the seed document: pushes are 10002/10005/10008 (not the acks 10001/10004/10007),
 and error frames carry ``traceId`` rather than ``trace``.
 """

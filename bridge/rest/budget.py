@@ -1,6 +1,6 @@
 """The REST request budget every connection of the process shares, with no I/O: a token bucket, time passed in.
 
-The vendor counts one budget per key for all REST endpoints together (``INFOWAY-REST.md``, "Rate
+The vendor counts one budget per key for all REST endpoints together (``docs/protocol/INFOWAY-REST.md``, "Rate
 limits"), which the user's other programs share. The bridge may use ``share`` of the key's
 requests per second (``GET /package/info``'s ``apiNumPerSec``, or ``backfill.requests_per_second``
 when that cannot be read); with sharding each replica gets its own fraction. A rate-limit answer

@@ -5,7 +5,7 @@ Theory of operation
 One function, :func:`decode`, takes the HTTP status and the body bytes and returns either
 :class:`Success` (the envelope's ``data``) or a :class:`~bridge.errors.RestError` *value*; it never
 raises for bad input (STYLE habit 2), so the I/O shell decides what to raise and when to retry.
-The order of the checks is the reference's (``INFOWAY-REST.md``, "Errors: envelope and codes"),
+The order of the checks is the reference's (``docs/protocol/INFOWAY-REST.md``, "Errors: envelope and codes"),
 which is also the vendor SDK's (``infoway/_http.py``, 0.4.1), and a differential test compares the two:
 
 1. a body that is not JSON: 401 is the key, 429 an HTML rate-limit page, anything else transport

@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 ``POST /{biz}/v2/batch_kline`` has no cursor: a page is the ``klineNum`` bars up to ``timestamp``
 (Unix seconds), newest first, and bars are sparse (a minute without trades has none). Whether the
-bar *at* ``timestamp`` is included is not documented (``INFOWAY-REST.md``), so each next page is
+bar *at* ``timestamp`` is included is not documented (``docs/protocol/INFOWAY-REST.md``), so each next page is
 asked up to the oldest bar start already held: the pages overlap by that bar, and bars are kept
 in a map keyed by their start, which de-duplicates on (symbol, interval, bar start) since a
 pager serves one code and one interval.

@@ -1,6 +1,6 @@
 """A local stand-in for the vendor's WebSocket feed, for ``make demo``, tests and benchmarks.
 
-It speaks the protocol as it really behaves (``../shared/protocol/INFOWAY-WS.md``): the 401
+It speaks the protocol as it really behaves (``docs/protocol/INFOWAY-WS.md``): the 401
 handshake, the stock greeting, acks with traces, error frames with ``traceId``, and pushes whose
 decimal strings vary in scale like the production captures. Layers, from pure to I/O:
 

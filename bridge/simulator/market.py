@@ -7,7 +7,7 @@ push; sizes are integer multiples of a lot. Decimal strings are built from those
 :class:`~decimal.Decimal` under a context that traps inexact results, so no value ever passes
 through a binary float and ``vw`` is exactly ``p * v`` (protocol page, "Payloads").
 
-The strings mimic the production captures (``../shared/protocol/frames/``), whose scale varies by
+The strings mimic the production captures (``tests/fixtures/``), whose scale varies by
 push kind: a crypto trade is trimmed (``"63039"``, ``"63039.01"``), a crypto book pads to eight
 decimals (``"63039.00000000"``) and a crypto bar to five (``"63039.00000"``). Other businesses
 write their native tick scale (``"225.975"`` with whole-share sizes on stock, ``"1.08345"`` on

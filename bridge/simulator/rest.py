@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-:class:`RestApi` answers the endpoints the bridge uses (``INFOWAY-REST.md``) from the same
+:class:`RestApi` answers the endpoints the bridge uses (``docs/protocol/INFOWAY-REST.md``) from the same
 :class:`~bridge.simulator.market.Market` objects the WebSocket pushes come from, so a REST bar is
 the bar the pushes showed, in its latest state: newest first, sparse (quiet intervals have none),
 the newest possibly still open. It keeps the vendor's quirks:
