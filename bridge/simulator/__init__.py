@@ -4,7 +4,9 @@ It speaks the protocol as it really behaves (``docs/protocol/INFOWAY-WS.md``): t
 handshake, the stock greeting, acks with traces, error frames with ``traceId``, and pushes whose
 decimal strings vary in scale like the production captures. Layers, from pure to I/O:
 
-* :mod:`~bridge.simulator.market`: prices and push payloads (seeded, no clock, no I/O);
+* :mod:`~bridge.simulator.market`: prices and push payloads (seeded, no clock, no I/O), with
+  :mod:`~bridge.simulator.payloads` (their shapes, the push frame) and :mod:`~bridge.simulator.bars`
+  (where bars start);
 * :mod:`~bridge.simulator.replies`: one connection's client frames to replies (no I/O);
 * :mod:`~bridge.simulator.gateway`: the gateway's limits (60 frames a minute, 600 codes) and the
   fault modes, decided with time passed in (no I/O, no clock);

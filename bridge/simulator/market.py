@@ -28,19 +28,18 @@ pushes over 1000 each second); at lower rates it is ahead by at most the pushes 
 
 from __future__ import annotations
 
-import calendar
 import random
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Context, Decimal, Inexact, InvalidOperation, Overflow
-from typing import Any, TypedDict
 
 import orjson
 
 from bridge.protocol.codes import KlineInterval, ResponseCode
+from bridge.simulator.bars import bar_start
 from bridge.simulator.decimal_text import units_fixed, units_plain
+from bridge.simulator.payloads import DepthPayload, KlinePayload, TradePayload, encode_push
 
 BUSINESSES: tuple[str, ...] = ("stock", "crypto", "common", "japan", "india")
 """The ``business`` values the simulator serves data for; any other is acked and kept silent."""
@@ -54,16 +53,6 @@ _PERCENT = Context(prec=28, rounding=ROUND_HALF_UP, traps=[InvalidOperation, Ove
 _HUNDRED = Decimal(100)
 _TWO_PLACES = Decimal("0.01")
 
-_FIXED_SECONDS: dict[KlineInterval, int] = {
-    KlineInterval.MIN_1: 60,
-    KlineInterval.MIN_5: 300,
-    KlineInterval.MIN_15: 900,
-    KlineInterval.MIN_30: 1800,
-    KlineInterval.HOUR_1: 3600,
-    KlineInterval.HOUR_2: 7200,
-    KlineInterval.HOUR_4: 14400,
-    KlineInterval.DAY_1: 86400,
-}
 # Trade sides: 5 % of trades carry no side (td 0), the rest are buys (1) or sells (2) evenly.
 _NO_SIDE = 0.05
 _BUY_BELOW = 0.525
@@ -71,45 +60,6 @@ BAR_HISTORY = 5000
 """Finished bars kept per instrument and interval, for the REST answers."""
 _NEVER = -(2**62)
 """The last event time of a stream that has had no event yet."""
-_WEEK_SECONDS = 7 * 86400
-# 1970-01-01 was a Thursday: weeks start on the Monday 3 days earlier, -259200 s.
-_FIRST_MONDAY = -3 * 86400
-
-
-class TradePayload(TypedDict):
-    """``data`` of a 10002 push, keys in the production capture's order."""
-
-    p: str
-    s: str
-    t: int
-    td: int
-    v: str
-    vw: str
-
-
-class DepthPayload(TypedDict):
-    """``data`` of a 10005 push: ``a`` asks and ``b`` bids as ``[[prices], [sizes]]`` columns."""
-
-    a: list[list[str]]
-    b: list[list[str]]
-    s: str
-    t: int
-
-
-class KlinePayload(TypedDict):
-    """``data`` of a 10008 push: one bar; ``t`` is the bar start in epoch seconds, as a string."""
-
-    c: str
-    h: str
-    l: str  # noqa: E741 - the vendor's field name
-    o: str
-    pca: str
-    pfr: str
-    s: str
-    t: str
-    ty: int
-    v: str
-    vw: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,39 +129,6 @@ _CATALOGUE: dict[str, InstrumentSpec] = {
     "002594.SZ": InstrumentSpec.from_price("268.88", 0),
     "600519.SH": InstrumentSpec.from_price("1688.00", 0),
 }
-
-
-def bar_seconds(interval: KlineInterval) -> int:
-    """The length of a bar of ``interval`` in seconds; a day for weeks and longer (a step, not a length)."""
-    return _FIXED_SECONDS.get(interval, 86400)
-
-
-def bar_start(interval: KlineInterval, epoch_seconds: int) -> int:
-    """The start (epoch seconds, UTC) of the bar of ``interval`` that contains ``epoch_seconds``.
-
-    Bars up to a day are aligned on UTC multiples of their length; weeks start on Monday 00:00
-    UTC; months, quarters and years on their first day at 00:00 UTC. The vendor's timestamps
-    are plain Unix instants (protocol page, "Timestamps"), so nothing is shifted by UTC+8.
-    """
-    length = _FIXED_SECONDS.get(interval)
-    if length is not None:
-        return epoch_seconds - epoch_seconds % length
-    if interval is KlineInterval.WEEK_1:
-        return epoch_seconds - (epoch_seconds - _FIRST_MONDAY) % _WEEK_SECONDS
-    day = datetime.fromtimestamp(epoch_seconds, tz=UTC)
-    if interval is KlineInterval.MONTH_1:
-        first_month = day.month
-    elif interval is KlineInterval.QUARTER_1:
-        first_month = day.month - (day.month - 1) % 3
-    else:
-        first_month = 1
-    return calendar.timegm((day.year, first_month, 1, 0, 0, 0))
-
-
-def encode_push(code: ResponseCode, payload: TradePayload | DepthPayload | KlinePayload) -> str:
-    """The text frame of a push, compact like the production captures."""
-    frame: dict[str, Any] = {"code": int(code), "data": payload}
-    return orjson.dumps(frame).decode()
 
 
 def plain(value: Decimal) -> str:

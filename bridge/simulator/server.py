@@ -81,8 +81,9 @@ from bridge.protocol.codes import KlineInterval
 from bridge.records import Stream
 from bridge.redact import RedactingFilter, redact
 from bridge.simulator import http_answers
+from bridge.simulator.bars import bar_seconds
 from bridge.simulator.connection import ServedConnection, ServerState
-from bridge.simulator.market import BUSINESSES, bar_seconds
+from bridge.simulator.market import BUSINESSES
 from bridge.simulator.options import SimulatorOptions, SimulatorStats
 from bridge.simulator.pacer import Due, StreamPacer
 from bridge.simulator.recorder import SentRecorder
