@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -208,3 +209,18 @@ def test_an_unreachable_vendor_says_what_failed_and_where_then_sums_it_up(tmp_pa
     assert all(level in ("INFO", "WARNING") for level, _ in feed)
     assert "ended" not in result.stderr, "a connection that never opened did not end"
     assert "cli-test-key-123" not in result.stderr
+
+
+def test_run_collects_the_young_generation_rarely_and_leaves_startup_objects_out_of_full_collections() -> None:
+    """In a fresh interpreter (the setting is process-wide): the young threshold is ours, the rest Python's.
+
+    The objects existing when ``run`` starts are frozen, so a full collection never rescans them.
+    """
+    probe = (
+        "import gc, json; from bridge.cli import tune_garbage_collector; before = gc.get_threshold(); "
+        "tune_garbage_collector(); print(json.dumps([before, gc.get_threshold(), gc.get_freeze_count()]))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    before, after, frozen = json.loads(result.stdout)
+    assert after == [20_000, *before[1:]]
+    assert frozen > 10_000, "the imported modules' objects are frozen"
