@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_ALL_CONNECTIONS_FAILED = 4
 STALE_HEARTBEATS = 3
+LOCK_RETRY_SECONDS = 0.25
+"""The first wait for a shard's spool lock held by a sibling worker (doubling to 2 s)."""
 
 
 def unit_settings(config: BridgeConfig, shard: int | None, transactional_stem: str) -> UnitSettings:
@@ -296,12 +298,7 @@ class Replica:
         return inherited
 
     async def _start_unit(self, shard: int | None, inherited: Inherited | None) -> None:
-        settings = unit_settings(self._config, shard, self._stem)
-        unit = ShardUnit(
-            settings, self._config, self._serializer, self._metrics, run=self._run, retry=self._retry,
-            clock=self._clock, rest=self._rest,
-        )  # fmt: skip
-        await unit.start(inherited)
+        unit = await self._started_unit(shard, inherited)
         self.units[shard] = unit
         if shard is not None:
             self._metrics.shard_owned.labels(f"{shard:02d}").set(1)
@@ -309,6 +306,37 @@ class Replica:
             if self.control is not None:
                 await self.control.announce(shard, ShardState.OWNED, unit.connection_ids(), now())
         self._count()
+
+    async def _started_unit(self, shard: int | None, inherited: Inherited | None) -> ShardUnit:
+        """A started unit of ``shard``, waiting up to ``sharding.handoff_timeout_seconds`` for its spool's lock.
+
+        A shard's spool directory can still be locked by a sibling worker (``run --workers``) that
+        is delivering what it held of the shard from an earlier assignment: that ends once Kafka has
+        those records, so the new owner waits for it rather than failing.
+
+        Raises:
+            SpoolInUse: the directory stayed locked for the whole wait.
+        """
+        settings = unit_settings(self._config, shard, self._stem)
+        clock = self._clock or Clock()
+        timeout = self._config.sharding.handoff_timeout_seconds
+        deadline = clock.monotonic() + timeout
+        delay = LOCK_RETRY_SECONDS
+        while True:
+            unit = ShardUnit(
+                settings, self._config, self._serializer, self._metrics, run=self._run, retry=self._retry,
+                clock=self._clock, rest=self._rest,
+            )  # fmt: skip
+            try:
+                await unit.start(inherited)
+            except SpoolInUse as exc:
+                if clock.monotonic() + delay > deadline:
+                    raise SpoolInUse(f"{exc}; waited {timeout:g}s (sharding.handoff_timeout_seconds)") from exc
+                log.info("%s: %s; waiting for it to let go (retrying in %.2gs)", settings.label, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            else:
+                return unit
 
     async def _stop_unit(self, shard: int | None, *, announce: bool) -> None:
         unit = self.units.pop(shard)

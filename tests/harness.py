@@ -61,6 +61,7 @@ def bridge_config(
     spool: Mapping[str, Any] | None = None,
     delivery: Mapping[str, Any] | None = None,
     backfill: Mapping[str, Any] | None = None,
+    sharding: Mapping[str, Any] | None = None,
 ) -> BridgeConfig:
     """A configuration for tests: fast reconnects, metrics on a free port, fresh topics, spool and transactional id."""
     document = {
@@ -76,6 +77,7 @@ def bridge_config(
         "spool": {"dir": str(fresh_spool()), **(spool or {})},
         "delivery": {**unique_delivery(), **(delivery or {})},
         "backfill": dict(backfill or {}),
+        "sharding": dict(sharding or {}),
     }
     return parse_config(document, {})
 
