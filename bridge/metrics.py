@@ -146,7 +146,8 @@ class BridgeMetrics:
         )
         self.spool_dropped = Counter(
             prefix + "spool_dropped_records",
-            "Records deleted undelivered to make room (spool.when_full: drop-oldest) or lost to a write error.",
+            "Records lost undelivered: when_full (drop-oldest made room), kafka_lost (Kafka lost acknowledged "
+            "records the spool no longer held).",
             ["reason"],
             registry=registry,
         )

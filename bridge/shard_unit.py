@@ -30,6 +30,7 @@ from bridge.feed import FeedConnection, vendor_url
 from bridge.metrics import BridgeMetrics
 from bridge.outlet import Outlet
 from bridge.pipeline import Publisher
+from bridge.positions import Resumption, resumption
 from bridge.protocol import ConnectionSession, FrameBudget
 from bridge.protocol.handoff import Inherited
 from bridge.protocol.requests import ConnectionPlan
@@ -218,11 +219,11 @@ class ShardUnit:
                 await self.sink.producer.stop(1.0)
             await self._release_spool()
             raise
-        # The local checkpoint only ever records what Kafka acknowledged, so it can never be ahead
-        # of the committed position; it covers a position Kafka no longer has (group offsets expire
-        # after offsets.retention.minutes without a commit).
-        self.spool.resume(recovered.acknowledged if committed is None else max(committed, recovered.acknowledged))
+        resumed = resumption(committed, recovered.acknowledged, recovered.first_offset)
+        self.spool.resume(resumed.position)
         self._log_recovery(recovered)
+        if resumed.rewound:
+            self._log_rewound(resumed, recovered)
         self.sink.begin()
         self._watcher = asyncio.create_task(self._watch_sink(self.sink), name=f"{self.settings.label}-sink")
         outlet: Outlet = Publisher(self._serializer, self.spool, self._metrics)
@@ -254,6 +255,22 @@ class ShardUnit:
             directory, recovered.records, recovered.segments, recovered.size_bytes, self.spool.acknowledged,
             self.spool.pending, recovered.torn or "none", recovered.damaged,
         )  # fmt: skip
+
+    def _log_rewound(self, resumed: Resumption, recovered: Recovered) -> None:
+        directory = self.settings.spool.dir
+        log.warning(
+            "spool %s: Kafka's committed position is offset %d, behind the %d this spool recorded as acknowledged: "
+            "Kafka lost %d record(s) it had acknowledged (a broker stopped in the middle of a commit can); "
+            "delivering them again from the spool",
+            directory, resumed.position, recovered.acknowledged, resumed.rewound,
+        )  # fmt: skip
+        if resumed.gone:
+            self._metrics.spool_dropped.labels("kafka_lost").inc(resumed.gone)
+            log.error(
+                "spool %s: %d of them (offsets %d to %d) are no longer on disk, so they are lost; the gap is in "
+                "the topics between what was committed before and after this restart",
+                directory, resumed.gone, resumed.position + 1, resumed.position + resumed.gone,
+            )  # fmt: skip
 
     async def _watch_sink(self, sink: KafkaSink) -> None:
         await sink.broken.wait()

@@ -138,7 +138,7 @@ class Spool:
             ConfigError: the directory cannot be created, written or locked (another bridge uses it).
         """
         if self._files is None:
-            return Recovered(0, 0, 0, 0, 0, 0, None, uuid.uuid4().hex)
+            return Recovered(0, 0, 0, 0, 0, 0, 0, None, uuid.uuid4().hex)
         return self._files.open()
 
     def resume(self, acknowledged: int) -> None:

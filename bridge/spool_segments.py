@@ -53,6 +53,8 @@ class Recovered:
     segments: int
     records: int
     size_bytes: int
+    first_offset: int
+    """The oldest record still on disk (0 when there is none)."""
     last_offset: int
     acknowledged: int
     damaged: int
@@ -119,11 +121,12 @@ class SegmentFiles:
             torn = torn_here or torn
             if segment is not None:
                 self.segments.append(segment)
+        first = min((segment.first_offset for segment in self.segments), default=0)
         last = max((segment.last_offset for segment in self.segments), default=0)
         records = sum(segment.records for segment in self.segments)
         checkpoint = self.read_checkpoint()
         return Recovered(
-            len(self.segments), records, self.size_bytes, last, checkpoint, damaged, torn, self._identity()
+            len(self.segments), records, self.size_bytes, first, last, checkpoint, damaged, torn, self._identity()
         )
 
     def _identity(self) -> str:
