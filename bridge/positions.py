@@ -17,18 +17,18 @@ coordinator without regard to other producers' transactions.
 
 At start the bridge's producer has already fenced any earlier instance of its transactional id
 (Kafka answers InitProducerId only once that instance's last transaction is complete, its
-markers written), so the offset read then is final, and it outranks the spool's own checkpoint
-of what Kafka acknowledged (:func:`resumption`): a broker can lose a transaction it acknowledged
-(measured on Kafka 4.4 with one broker stopped by SIGTERM in the middle of commits: in about one
-stop in five, the last acknowledged transaction was gone after the restart, and with it the
-records and the offset).
+markers written), so the offset read then is normally final. When it is behind the spool's own
+checkpoint of what Kafka acknowledged, the records in the topics decide (:func:`resumption`,
+:func:`highest_in_topics`): a broker can lose part of a transaction it acknowledged (measured on
+Kafka 4.4.0 with its only broker stopped by SIGTERM mid-commit: 3 stops in 25 lost the last
+acknowledged transaction), and a position committed under a drain id may not be applied yet.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
@@ -36,8 +36,15 @@ from aiokafka.structs import TopicPartition
 
 from bridge.config import KafkaConfig
 from bridge.kafka_connection import connection_options
+from bridge.serialize import KafkaMessage
 
 POSITION_PARTITION = 0
+SEARCH_MARGIN_MS = 10_000
+"""How far before the oldest candidate's receipt the topics are searched (record times are receipt times)."""
+SEARCH_WINDOW_RECORDS = 50_000
+"""The checkpoint's last records that are looked for (a broker loses the last transactions, not older ones)."""
+SEARCH_MAX_RECORDS = 1_000_000
+"""Records read at most while searching; past that the search gives up and the checkpoint is trusted."""
 
 
 def position_group(transactional_id: str, spool: str) -> str:
@@ -57,31 +64,41 @@ def position_partition(config: KafkaConfig) -> TopicPartition:
 
 @dataclass(frozen=True, slots=True)
 class Resumption:
-    """Where delivery resumes at start, and what Kafka turned out not to hold."""
+    """Where delivery resumes at start, and what the topics turned out not to hold."""
 
     position: int
     """Everything up to this spool offset is in Kafka: delivery starts after it."""
     rewound: int
-    """Records the spool's checkpoint counted as acknowledged that Kafka's committed position does not cover."""
+    """Records the spool's checkpoint counted as acknowledged that the topics do not hold: delivered again."""
     gone: int
     """Of those, how many the spool no longer holds (segments are deleted once acknowledged): lost."""
+    confirmed: bool = True
+    """False when the topics could not be read in time and the checkpoint was taken on trust."""
 
 
-def resumption(committed: int | None, checkpoint: int, oldest_kept: int) -> Resumption:
-    """Resume after Kafka's committed position; after the spool's checkpoint only when Kafka has none.
+def resumption(committed: int, checkpoint: int, oldest_kept: int, found: int | None) -> Resumption:
+    """Resume after what the topics hold, when Kafka's committed position and the spool's checkpoint disagree.
+
+    Kafka 4.4 with one broker stopped by SIGTERM mid-commit was seen to lose either side of a
+    transaction it had acknowledged: its records and offset both (the checkpoint is then ahead
+    of what Kafka holds), or only the offset's commit marker (the records are there and the
+    committed offset is behind them). The records decide.
 
     Args:
-        committed: the position Kafka holds for the spool, ``None`` when it holds none (a first
-            run, at-least-once delivery, or group offsets expired after ``offsets.retention.minutes``).
+        committed: the position Kafka's group offsets hold for the spool (0 when none).
         checkpoint: the highest offset the spool recorded as acknowledged by Kafka.
         oldest_kept: the oldest offset still on disk (0 when there is none).
+        found: the highest offset after ``committed`` whose record the topics hold (``committed``
+            when none is), or ``None`` when the topics could not be read: then the checkpoint is trusted.
     """
-    if committed is None:
-        return Resumption(checkpoint, 0, 0)
+    if checkpoint <= committed:
+        return Resumption(committed, 0, 0)
+    if found is None:
+        return Resumption(checkpoint, 0, 0, confirmed=False)
+    position = min(max(committed, found), checkpoint)
     first_kept = oldest_kept or checkpoint + 1
-    rewound = max(checkpoint - committed, 0)
-    gone = max(min(checkpoint, first_kept - 1) - committed, 0)
-    return Resumption(committed, rewound, gone)
+    gone = max(min(checkpoint, first_kept - 1) - position, 0)
+    return Resumption(position, checkpoint - position, gone)
 
 
 async def committed_position(config: KafkaConfig, keys: Collection[str], spool: str) -> int:
@@ -104,3 +121,73 @@ async def _committed(config: KafkaConfig, group: str) -> int | None:
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(consumer.stop(), timeout)
+
+
+async def highest_in_topics(
+    config: KafkaConfig, candidates: Mapping[TopicPartition, Sequence[tuple[int, KafkaMessage]]], timeout: float
+) -> int | None:
+    """The highest spool offset among ``candidates`` whose record the topics hold, committed (0 when none is).
+
+    Each partition is read with ``read_committed`` from shortly before its oldest candidate was
+    received, up to where it ended when the search began; a record counts as found when its
+    value bytes are there (a value names its connection and sequence, so it is unique). Open
+    transactions hold the last stable offset back, so this waits for it to pass that end.
+
+    Returns ``None`` when Kafka could not say within ``timeout`` seconds (brokers down, or a
+    transaction left open on one of the partitions), or the search read more than ``SEARCH_MAX_RECORDS``.
+    """
+    if not candidates:
+        return 0
+    committed = AIOKafkaConsumer(**connection_options(config), isolation_level="read_committed", group_id=None,
+                                 enable_auto_commit=False)  # fmt: skip
+    written = AIOKafkaConsumer(**connection_options(config), group_id=None, enable_auto_commit=False)
+    try:
+        async with asyncio.timeout(timeout):
+            await committed.start()
+            await written.start()
+            return await _search(committed, written, candidates)
+    except TimeoutError:
+        return None
+    finally:
+        for consumer in (committed, written):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(consumer.stop(), config.request_timeout_seconds)
+
+
+async def _search(
+    committed: AIOKafkaConsumer,
+    written: AIOKafkaConsumer,
+    candidates: Mapping[TopicPartition, Sequence[tuple[int, KafkaMessage]]],
+) -> int | None:
+    partitions = list(candidates)
+    committed.assign(partitions)
+    ends = await written.end_offsets(partitions)
+    while True:
+        stable = await committed.end_offsets(partitions)
+        if all(stable[tp] >= ends[tp] for tp in partitions):
+            break
+        await asyncio.sleep(0.2)  # an open transaction: its markers are on their way, or its timeout is
+    since = {
+        tp: int(min(message.received_time for _, message in entries).timestamp() * 1000) - SEARCH_MARGIN_MS
+        for tp, entries in candidates.items()
+    }
+    starts = await committed.offsets_for_times(since)
+    wanted = {tp: {message.value: offset for offset, message in entries} for tp, entries in candidates.items()}
+    found, read = 0, 0
+    active: set[TopicPartition] = set()
+    for tp in partitions:
+        start = starts.get(tp)
+        if start is not None and start.offset < ends[tp]:
+            committed.seek(tp, start.offset)
+            active.add(tp)
+    while active:
+        batches = await committed.getmany(*active, timeout_ms=200, max_records=10_000)
+        for tp, records in batches.items():
+            for record in records:
+                offset = wanted[tp].pop(record.value, None) if record.value is not None else None
+                found = max(found, offset or 0)
+            read += len(records)
+        if read > SEARCH_MAX_RECORDS:
+            return None
+        active = {tp for tp in active if wanted[tp] and await committed.position(tp) < ends[tp]}
+    return found

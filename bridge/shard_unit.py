@@ -30,7 +30,7 @@ from bridge.feed import FeedConnection, vendor_url
 from bridge.metrics import BridgeMetrics
 from bridge.outlet import Outlet
 from bridge.pipeline import Publisher
-from bridge.positions import Resumption, resumption
+from bridge.positions import SEARCH_WINDOW_RECORDS, Resumption, resumption
 from bridge.protocol import ConnectionSession, FrameBudget
 from bridge.protocol.handoff import Inherited
 from bridge.protocol.requests import ConnectionPlan
@@ -219,11 +219,10 @@ class ShardUnit:
                 await self.sink.producer.stop(1.0)
             await self._release_spool()
             raise
-        resumed = resumption(committed, recovered.acknowledged, recovered.first_offset)
-        self.spool.resume(resumed.position)
+        resumed = await self._resume(self.sink, recovered, committed)
         self._log_recovery(recovered)
-        if resumed.rewound:
-            self._log_rewound(resumed, recovered)
+        if committed is not None and recovered.acknowledged > committed:
+            self._log_settled(resumed, recovered)
         self.sink.begin()
         self._watcher = asyncio.create_task(self._watch_sink(self.sink), name=f"{self.settings.label}-sink")
         outlet: Outlet = Publisher(self._serializer, self.spool, self._metrics)
@@ -256,13 +255,52 @@ class ShardUnit:
             self.spool.pending, recovered.torn or "none", recovered.damaged,
         )  # fmt: skip
 
-    def _log_rewound(self, resumed: Resumption, recovered: Recovered) -> None:
+    async def _resume(self, sink: KafkaSink, recovered: Recovered, committed: int | None) -> Resumption:
+        """Resume the spool after what Kafka holds; the topics decide when its position and the checkpoint differ."""
+        checkpoint = recovered.acknowledged
+        if committed is None:
+            self.spool.resume(checkpoint)  # at-least-once: Kafka keeps no position
+            return Resumption(checkpoint, 0, 0)
+        if checkpoint <= committed:
+            self.spool.resume(committed)
+            return Resumption(committed, 0, 0)
+        # Only the checkpoint's last records are looked for; what is older is taken as delivered.
+        floor = max(committed, checkpoint - SEARCH_WINDOW_RECORDS)
+        self.spool.resume(floor)
+        uncertain = await self.spool.read(checkpoint - floor, 0)
+        log.info(
+            "spool %s: Kafka's committed position (%d) is behind the spool's checkpoint (%d); looking for those "
+            "records in the topics (at most %.0fs while transactions are open)",
+            self.settings.spool.dir, committed, checkpoint, sink.search_timeout,
+        )  # fmt: skip
+        found = await sink.highest_in_kafka([entry for entry in uncertain if entry[0] <= checkpoint])
+        resumed = resumption(floor, checkpoint, recovered.first_offset, found)
+        self.spool.acknowledge(resumed.position)
+        self.spool.rewind()
+        return resumed
+
+    def _log_settled(self, resumed: Resumption, recovered: Recovered) -> None:
         directory = self.settings.spool.dir
+        if not resumed.rewound and resumed.confirmed:
+            log.info(
+                "spool %s: Kafka's committed position is behind the %d this spool recorded as acknowledged, but the "
+                "topics hold every one of those records: nothing is delivered again",
+                directory, recovered.acknowledged,
+            )  # fmt: skip
+            return
+        if not resumed.confirmed:
+            log.warning(
+                "spool %s: Kafka's committed position is behind the %d this spool recorded as acknowledged, and the "
+                "topics could not be read to settle it in time (a transaction held open, or brokers not answering); "
+                "trusting the spool",
+                directory, recovered.acknowledged,
+            )  # fmt: skip
+            return
         log.warning(
-            "spool %s: Kafka's committed position is offset %d, behind the %d this spool recorded as acknowledged: "
-            "Kafka lost %d record(s) it had acknowledged (a broker stopped in the middle of a commit can); "
-            "delivering them again from the spool",
-            directory, resumed.position, recovered.acknowledged, resumed.rewound,
+            "spool %s: Kafka's committed position is behind the %d this spool recorded as acknowledged, and the "
+            "topics hold the records up to offset %d: Kafka lost %d record(s) it had acknowledged (a broker "
+            "stopped in the middle of a commit can); delivering them again from the spool",
+            directory, recovered.acknowledged, resumed.position, resumed.rewound,
         )  # fmt: skip
         if resumed.gone:
             self._metrics.spool_dropped.labels("kafka_lost").inc(resumed.gone)

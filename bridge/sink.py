@@ -45,7 +45,7 @@ from bridge.config_spool import DeliveryConfig, DeliveryMode
 from bridge.errors import KafkaError
 from bridge.kafka_connection import describe_error
 from bridge.metrics import BridgeMetrics
-from bridge.positions import committed_position, position_group, position_partition
+from bridge.positions import committed_position, highest_in_topics, position_group, position_partition
 from bridge.producer import FATAL_TO_PRODUCER, MAX_RETRY_DELAY, PERMANENT_FAILURES, Producer
 from bridge.records import DeadLetter, DeadLetterStage
 from bridge.serialize import KafkaMessage, RecordSerializer
@@ -54,6 +54,9 @@ from bridge.spool import Spool
 log = logging.getLogger(__name__)
 
 Entry = tuple[int, KafkaMessage]
+KAFKA_ABORT_CHECK_SECONDS = 10
+"""How often Kafka looks for transactions past their timeout to abort them (its default for
+``transaction.abort.timed.out.transaction.cleanup.interval.ms``)."""
 Refusal = tuple[BaseException, list[Entry]]
 """What Kafka refused for good, and the records of the round that are not delivered because of it."""
 
@@ -147,6 +150,25 @@ class KafkaSink:
     async def _committed(self) -> int:
         """The spool position Kafka has committed for this transactional id and spool."""
         return await committed_position(self._config, self._position_keys, self.spool_identity)
+
+    async def highest_in_kafka(self, entries: list[Entry]) -> int | None:
+        """The highest spool offset among ``entries`` whose record the topics hold (0: none; ``None``: unknown).
+
+        Asked at start when Kafka's committed position is behind the spool's checkpoint (see
+        :func:`bridge.positions.resumption`). Bounded by :attr:`search_timeout`: a transaction
+        another producer holds open delays the answer, and Kafka aborts it after its timeout.
+        """
+        try:
+            groups = await self._groups(entries)
+        except (TimeoutError, AIOKafkaError, OSError):
+            return None
+        return await highest_in_topics(self._config, groups, self.search_timeout)
+
+    @property
+    def search_timeout(self) -> float:
+        """How long :meth:`highest_in_kafka` may wait: until Kafka aborted a transaction left open, and a request."""
+        delivery, config = self._delivery, self._config
+        return delivery.transaction_timeout_seconds + KAFKA_ABORT_CHECK_SECONDS + config.request_timeout_seconds
 
     @property
     def fenced(self) -> bool:
