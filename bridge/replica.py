@@ -243,6 +243,10 @@ class Replica:
             await unit.start()
             if unit.sink is None:
                 return
+            if not unit.spool.pending:
+                # What the checkpoint counted as delivered, the topics hold (or nothing is left on disk).
+                log.info("shard %02d: the records this replica's spool holds of it are all in Kafka", shard)
+                return
             log.warning(
                 "shard %02d: the spool here holds %d records of this shard, which another replica owns now; "
                 "delivering them as %s (later than that replica's newer records of the same codes)",

@@ -198,7 +198,7 @@ class ShardUnit:
         """
         recovered = self.spool.open()
         self.recovered = recovered
-        if self.settings.drain and recovered.last_offset <= recovered.acknowledged:
+        if self.settings.drain and not recovered.records:
             await self._release_spool()  # nothing of the shard left here
             return
         try:
