@@ -19,7 +19,15 @@ from aiokafka.structs import TopicPartition
 from bridge.positions import position_group
 from bridge.records import EPOCH
 from bridge.simulator import GatewayRules, Simulator
-from tests.chaos.support import BridgeProcess, compare, missing_times, recording, sent_trades, trades_in_kafka
+from tests.chaos.support import (
+    BridgeProcess,
+    Comparison,
+    compare,
+    missing_times,
+    recording,
+    sent_trades,
+    trades_in_kafka,
+)
 from tests.conftest import LocalBroker
 from tests.harness import topics
 from tests.kafka_tools import apache_schema, consume_all, decode
@@ -58,10 +66,7 @@ async def test_a_60_second_broker_outage_at_5000_pushes_a_second_loses_nothing(
         drain_seconds = asyncio.get_running_loop().time() - back
         stats = sim.stats
     # The simulator has stopped: everything it sent was read before its close frame.
-    await _drain(bridge)
-    assert await bridge.stop() == 0
-    sent = sent_trades(tmp_path / "sent.jsonl")
-    result = compare(sent, await trades_in_kafka(own_broker.bootstrap, names["trade"]))
+    result = await _drained_and_compared(bridge, tmp_path, own_broker, names["trade"])
     assert spooled > 200_000, "the outage's trades waited in the spool"
     assert (stats.heartbeat_timeouts, stats.connections_total) == (0, 1), "the socket was read all along"
     assert stats.cut_at_stop == 0, "the bridge read everything the simulator sent before its close"
@@ -93,10 +98,7 @@ async def test_sigterm_leaves_the_backlog_in_the_spool_and_a_restart_delivers_it
         await asyncio.to_thread(own_broker.start, keep_data=True)
         bridge.start()
         await bridge.idle_for(3)
-    await _drain(bridge)
-    assert await bridge.stop() == 0
-    sent = sent_trades(tmp_path / "sent.jsonl")
-    result = compare(sent, await trades_in_kafka(own_broker.bootstrap, names["trade"]))
+    result = await _drained_and_compared(bridge, tmp_path, own_broker, names["trade"])
     assert left == 1, "the first run said what it left in the spool"
     # The first run closed its socket and read on until the vendor's close: what the vendor sent before
     # it saw that close is in the spool, and so in Kafka.
@@ -122,16 +124,13 @@ async def test_kill_9_during_an_outage_loses_at_most_the_sync_window(
         await asyncio.to_thread(own_broker.start, keep_data=True)
         bridge.start()
         await bridge.idle_for(3)
-    await _drain(bridge)
-    assert await bridge.stop() == 0
-    sent = sent_trades(tmp_path / "sent.jsonl")
-    result = compare(sent, await trades_in_kafka(own_broker.bootstrap, names["trade"]))
+    result = await _drained_and_compared(bridge, tmp_path, own_broker, names["trade"])
     recovery = [line for line in bridge.log().split("---- run 2", 1)[1].splitlines() if "to deliver first" in line]
     assert len(recovery) == 1, recovery
     assert (result.duplicates, result.out_of_order) == (0, 0), result
     # One stretch per symbol, at the kill.
     assert sim.stats.cut_at_stop == 0
-    assert result.missing_runs <= len(sent), result
+    assert result.missing_runs <= len(sent_trades(tmp_path / "sent.jsonl")), result
     # 2,000/s for the 50 ms sync window is 100; allow the frames in flight on the socket besides.
     assert result.missing <= 400, result
     print(f"kill -9: {result.missing} of {result.sent} trades lost; {recovery[0]}")
@@ -158,10 +157,7 @@ async def test_a_transaction_kafka_lost_after_acknowledging_it_is_delivered_agai
         await asyncio.to_thread(own_broker.start, keep_data=True)
         bridge.start()
         await bridge.idle_for(3)
-    await _drain(bridge)
-    assert await bridge.stop() == 0
-    sent = sent_trades(tmp_path / "sent.jsonl")
-    result = compare(sent, await trades_in_kafka(own_broker.bootstrap, names["trade"]))
+    result = await _drained_and_compared(bridge, tmp_path, own_broker, names["trade"])
     assert (result.missing, result.duplicates, result.out_of_order) == (0, 0, 0), result
     run_2 = bridge.log().split("---- run 2", 1)[1]
     assert f"behind the {acknowledged + 500} this spool recorded as acknowledged" in run_2
@@ -191,10 +187,7 @@ async def test_a_committed_offset_behind_records_kafka_holds_delivers_nothing_tw
         await _commit_offset(own_broker.bootstrap, group, TopicPartition(names["offsets"], 0), acknowledged - 500)
         bridge.start()
         await bridge.idle_for(3)
-    await _drain(bridge)
-    assert await bridge.stop() == 0
-    sent = sent_trades(tmp_path / "sent.jsonl")
-    result = compare(sent, await trades_in_kafka(own_broker.bootstrap, names["trade"]))
+    result = await _drained_and_compared(bridge, tmp_path, own_broker, names["trade"])
     assert (result.missing, result.duplicates, result.out_of_order) == (0, 0, 0), result
     run_2 = bridge.log().split("---- run 2", 1)[1]
     assert "the topics hold every one of those records: nothing is delivered again" in run_2
@@ -237,10 +230,7 @@ async def test_a_torn_tail_and_a_flipped_byte_cost_one_record_each(
     segments[-1].write_bytes(segments[-1].read_bytes()[:-3])
     await asyncio.to_thread(own_broker.start, keep_data=True)
     bridge.start()
-    await _drain(bridge)
-    assert await bridge.stop() == 0
-    sent = sent_trades(tmp_path / "sent.jsonl")
-    result = compare(sent, await trades_in_kafka(own_broker.bootstrap, names["trade"]))
+    result = await _drained_and_compared(bridge, tmp_path, own_broker, names["trade"])
     log = bridge.log()
     assert f"torn entry in {segments[-1].name} at byte" in log
     assert (result.duplicates, result.out_of_order) == (0, 0), result
@@ -301,6 +291,13 @@ async def test_a_full_spool_keeps_its_policy_and_its_memory_bound(
     else:
         assert result.missing > 0
         assert result.missing <= dropped + 200, (result, dropped)
+
+
+async def _drained_and_compared(bridge: BridgeProcess, tmp_path: Path, broker: LocalBroker, topic: str) -> Comparison:
+    """Let the running bridge empty its spool and stop (exit 0), then compare ``topic`` with what was sent."""
+    await _drain(bridge)
+    assert await bridge.stop() == 0
+    return compare(sent_trades(tmp_path / "sent.jsonl"), await trades_in_kafka(broker.bootstrap, topic))
 
 
 async def _drain(bridge: BridgeProcess) -> None:
