@@ -36,6 +36,7 @@ from bridge.protocol.handoff import Inherited
 from bridge.protocol.requests import ConnectionPlan
 from bridge.protocol.shards import shard_name
 from bridge.serialize import RecordSerializer
+from bridge.settling import report_settled
 from bridge.sink import KafkaSink
 from bridge.spool import Spool
 from bridge.spool_segments import Recovered
@@ -222,7 +223,8 @@ class ShardUnit:
         resumed = await self._resume(self.sink, recovered, committed)
         self._log_recovery(recovered)
         if committed is not None and recovered.acknowledged > committed:
-            self._log_settled(resumed, recovered)
+            where = f"spool {self.settings.spool.dir}"
+            report_settled(resumed, recovered.acknowledged, where, self._metrics)
         self.sink.begin()
         self._watcher = asyncio.create_task(self._watch_sink(self.sink), name=f"{self.settings.label}-sink")
         outlet: Outlet = Publisher(self._serializer, self.spool, self._metrics)
@@ -278,37 +280,6 @@ class ShardUnit:
         self.spool.acknowledge(resumed.position)
         self.spool.rewind()
         return resumed
-
-    def _log_settled(self, resumed: Resumption, recovered: Recovered) -> None:
-        directory = self.settings.spool.dir
-        if not resumed.rewound and resumed.confirmed:
-            log.info(
-                "spool %s: Kafka's committed position is behind the %d this spool recorded as acknowledged, but the "
-                "topics hold every one of those records: nothing is delivered again",
-                directory, recovered.acknowledged,
-            )  # fmt: skip
-            return
-        if not resumed.confirmed:
-            log.warning(
-                "spool %s: Kafka's committed position is behind the %d this spool recorded as acknowledged, and the "
-                "topics could not be read to settle it in time (a transaction held open, or brokers not answering); "
-                "trusting the spool",
-                directory, recovered.acknowledged,
-            )  # fmt: skip
-            return
-        log.warning(
-            "spool %s: Kafka's committed position is behind the %d this spool recorded as acknowledged, and the "
-            "topics hold the records up to offset %d: Kafka lost %d record(s) it had acknowledged (a broker "
-            "stopped in the middle of a commit can); delivering them again from the spool",
-            directory, recovered.acknowledged, resumed.position, resumed.rewound,
-        )  # fmt: skip
-        if resumed.gone:
-            self._metrics.spool_dropped.labels("kafka_lost").inc(resumed.gone)
-            log.error(
-                "spool %s: %d of them (offsets %d to %d) are no longer on disk, so they are lost; the gap is in "
-                "the topics between what was committed before and after this restart",
-                directory, resumed.gone, resumed.position + 1, resumed.position + resumed.gone,
-            )  # fmt: skip
 
     async def _watch_sink(self, sink: KafkaSink) -> None:
         await sink.broken.wait()

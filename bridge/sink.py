@@ -15,8 +15,10 @@ also commits the round's last spool offset as a consumer-group offset
 (:mod:`bridge.positions`); both commit or neither. After a failed round (the broker gone, a
 commit whose answer was lost) the sink asks Kafka which position is committed and resumes after
 it, so a round is never written twice; consumers with ``isolation.level=read_committed`` see
-every record once. ``ProducerFenced`` means another instance took over the transactional id:
-this one is the zombie and stops.
+every record once. When that position is behind what Kafka had acknowledged (a broker that lost
+its last transactions as it stopped), the records kept in :class:`bridge.settling.RecentRecords`
+are looked for in the topics and those missing are sent again. ``ProducerFenced`` means
+another instance took over the transactional id: this one is the zombie and stops.
 
 ``delivery.mode: at-least-once``: the producer is idempotent. A round's partitions are retried
 in place until acknowledged; a partition whose batch was written but whose answer was lost is
@@ -45,15 +47,15 @@ from bridge.config_spool import DeliveryConfig, DeliveryMode
 from bridge.errors import KafkaError
 from bridge.kafka_connection import describe_error
 from bridge.metrics import BridgeMetrics
-from bridge.positions import committed_position, highest_in_topics, position_group, position_partition
+from bridge.positions import committed_position, highest_in_topics, position_group, position_partition, resumption
 from bridge.producer import FATAL_TO_PRODUCER, MAX_RETRY_DELAY, PERMANENT_FAILURES, Producer
 from bridge.records import DeadLetter, DeadLetterStage
 from bridge.serialize import KafkaMessage, RecordSerializer
+from bridge.settling import Entry, RecentRecords, report_settled
 from bridge.spool import Spool
 
 log = logging.getLogger(__name__)
 
-Entry = tuple[int, KafkaMessage]
 KAFKA_ABORT_CHECK_SECONDS = 30
 """Slack for Kafka to abort a transaction past its timeout after a restart: its check runs every 10 s
 (``transaction.abort.timed.out.transaction.cleanup.interval.ms``), once the coordinator has loaded;
@@ -113,6 +115,9 @@ class KafkaSink:
         """Set when the sink can no longer deliver (fenced, or a bug); the application stops on it."""
         self.delivered = 0
         self.failed = 0
+        self._recent = RecentRecords()
+        self._settled_through = 0
+        """The position the spool resumed from: what is behind it was settled at start."""
 
     @property
     def running(self) -> bool:
@@ -178,6 +183,7 @@ class KafkaSink:
 
     def begin(self) -> None:
         """Start delivering from the spool (after the spool has resumed)."""
+        self._settled_through = self._spool.acknowledged
         self._task = asyncio.create_task(self._deliver_loop(), name="kafka-delivery")
         self._task.add_done_callback(self._ended)
 
@@ -317,7 +323,22 @@ class KafkaSink:
         done = [entry for entry in entries if entry[0] <= committed]
         if done:
             log.info("the unanswered commit had gone through: %d record(s) are in Kafka already", len(done))
-        return [entry for entry in entries if entry[0] > committed]
+        floor, acknowledged = max(committed, self._settled_through), self._spool.acknowledged
+        lost = await self._lost_since(floor, acknowledged) if floor < acknowledged else []
+        return lost + [entry for entry in entries if entry[0] > committed]
+
+    async def _lost_since(self, committed: int, acknowledged: int) -> list[Entry]:
+        """Kafka's position is behind what it acknowledged in this run: what the topics lack of it, to send again."""
+        candidates = self._recent.between(committed, acknowledged)
+        log.info(
+            "Kafka's committed position (%d) is behind the %d it acknowledged; looking for those records in the "
+            "topics (at most %.0fs while transactions are open)",
+            committed, acknowledged, self.search_timeout,
+        )  # fmt: skip
+        found = await self.highest_in_kafka(candidates) if candidates else committed
+        resumed = resumption(committed, acknowledged, self._recent.oldest, found)
+        report_settled(resumed, acknowledged, f"transactional id {self.transactional_id!r}", self._metrics)
+        return self._recent.between(resumed.position, acknowledged)
 
     # -- at least once -------------------------------------------------------------------------
 
@@ -396,6 +417,8 @@ class KafkaSink:
         self._metrics.observe_acknowledged([message for _, message in entries], self._wall_clock())
         self.delivered += len(entries)
         self._spool.acknowledge(entries[-1][0])
+        if self.exactly_once:
+            self._recent.add(entries)
 
     async def close(self, timeout: float | None = None) -> int:
         """Deliver what the spool holds, within ``timeout``, then stop; returns how many records are left in it."""

@@ -17,9 +17,42 @@ from typing import Any
 import avro.io
 import avro.schema
 from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import ConsumerRecord
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+
+
+async def commit_offset(bootstrap: str, group: str, partition: TopicPartition, offset: int) -> None:
+    """Commit ``offset`` for ``group`` as a memberless consumer would (what a lost commit marker leaves behind)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([partition])
+        await consumer.commit({partition: offset})
+    finally:
+        await consumer.stop()
+
+
+async def delete_all_records(bootstrap: str, topic: str) -> None:
+    """Delete every record ``topic`` holds now (what a broker losing them leaves behind)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        consumer.subscribe([topic])  # loads the topic's metadata, which partitions_for_topic answers from
+        await consumer._client.force_metadata_update()
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        assert partitions, f"no partitions for {topic}"
+
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({tp: RecordsToDelete(ends[tp]) for tp in partitions}, timeout_ms=10_000)
+    finally:
+        await admin.close()
 
 
 def apache_schema(name: str) -> avro.schema.Schema:

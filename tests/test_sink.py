@@ -25,6 +25,7 @@ import pytest
 
 from bridge.config import parse_config
 from bridge.errors import TopicMissing
+from bridge.positions import position_group, position_partition
 from bridge.records import Stream
 from bridge.serialize import KafkaMessage
 from bridge.simulator import GatewayRules, Simulator, SimulatorOptions
@@ -32,7 +33,7 @@ from bridge.sink import remaining_linger
 from bridge.topics import ensure_topics
 from tests.conftest import LocalBroker
 from tests.harness import API_KEY, RunningBridge, SpooledSink, bridge_config, eventually, topics
-from tests.kafka_tools import apache_schema, consume, decode, read_sent_frames
+from tests.kafka_tools import apache_schema, commit_offset, consume, decode, delete_all_records, read_sent_frames
 
 SCHEMA_OF = {"trade": "trade", "depth": "depth", "kline": "kline"}
 
@@ -187,6 +188,45 @@ async def test_a_dead_producer_is_replaced_without_loss_or_reordering(kafka_boot
     by_key = values_by_key(await consume(kafka_bootstrap, topic, 1000, timeout=30))
     assert sorted(v for values in by_key.values() for v in values) == list(range(1000))
     assert all(values == sorted(values) for values in by_key.values())
+
+
+@pytest.mark.parametrize("lost", ["records and offset", "offset only"])
+async def test_a_transaction_kafka_loses_while_the_sink_runs_is_delivered_again_and_only_then(
+    kafka_bootstrap: str, lost: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Kafka's committed position falls behind what it acknowledged while the sink runs (a broker that lost its
+    last transactions as it stopped, seen on Kafka 4.4): after the next failed round the sink looks for those
+    records and sends again exactly the ones the topics lack, in order.
+
+    Kafka cannot be made to lose a transaction on demand, so the test leaves what such a loss leaves: the group
+    offset committed back to 0, and the records deleted too or still there; the round that fails next is one whose
+    producer's sender has ended (as in the test above).
+    """
+    caplog.set_level(logging.INFO, "bridge")
+    kafka = kafka_section(kafka_bootstrap, delivery_timeout_seconds=2, request_timeout_seconds=2)
+    topic = kafka.topics.trade
+    sink = await started_sink(kafka)
+    for sequence in range(300):
+        sink.put(message(topic, f"K{sequence % 5}", str(sequence).encode()))
+    await eventually(lambda: sink.pending == 0, what="the first 300 acknowledged")
+    if lost == "records and offset":
+        await delete_all_records(kafka_bootstrap, topic)
+        assert await consume(kafka_bootstrap, topic, 1, timeout=2) == []
+    group = position_group(sink.sink.transactional_id, sink.sink.spool_identity)
+    await commit_offset(kafka_bootstrap, group, position_partition(kafka), 0)
+    sink.sink.producer.current._sender.sender_task.cancel()  # type: ignore[union-attr]
+    for sequence in range(300, 400):
+        sink.put(message(topic, f"K{sequence % 5}", str(sequence).encode()))
+    await eventually(lambda: sink.pending == 0, timeout=60, what="the next 100 acknowledged")
+    assert await sink.close() == 0
+    by_key = values_by_key(await consume(kafka_bootstrap, topic, 450, timeout=10))
+    assert sorted(v for values in by_key.values() for v in values) == list(range(400))
+    assert all(values == sorted(values) for values in by_key.values())
+    assert "is behind the 300 it acknowledged; looking for those records" in caplog.text
+    if lost == "records and offset":
+        assert "Kafka lost 300 record(s) it had acknowledged" in caplog.text
+    else:
+        assert "the topics hold every one of those records: nothing is delivered again" in caplog.text
 
 
 async def test_shutdown_is_bounded_while_the_broker_is_down(own_broker: LocalBroker) -> None:

@@ -13,7 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from bridge.positions import position_group
@@ -30,7 +29,7 @@ from tests.chaos.support import (
 )
 from tests.conftest import LocalBroker
 from tests.harness import topics
-from tests.kafka_tools import apache_schema, consume_all, decode
+from tests.kafka_tools import apache_schema, commit_offset, consume_all, decode
 
 pytestmark = pytest.mark.kafka
 
@@ -160,12 +159,12 @@ async def test_a_transaction_kafka_lost_after_acknowledging_it_is_delivered_agai
     result = await _drained_and_compared(bridge, tmp_path, own_broker, names["trade"])
     assert (result.missing, result.duplicates, result.out_of_order) == (0, 0, 0), result
     run_2 = bridge.log().split("---- run 2", 1)[1]
-    assert f"behind the {acknowledged + 500} this spool recorded as acknowledged" in run_2
+    assert f"behind the {acknowledged + 500} this bridge recorded as acknowledged" in run_2
     lost = re.search(r"Kafka lost (\d+) record\(s\) it had acknowledged", run_2)
     # At least the 500; more when the broker's stop above also lost the round it was committing.
     assert lost is not None, run_2[-3000:]
     assert int(lost[1]) >= 500, lost[0]
-    assert "no longer on disk" not in run_2
+    assert "no longer held here" not in run_2
 
 
 async def test_a_committed_offset_behind_records_kafka_holds_delivers_nothing_twice(
@@ -184,24 +183,13 @@ async def test_a_committed_offset_behind_records_kafka_holds_delivers_nothing_tw
         acknowledged = int((tmp_path / "spool" / "acknowledged").read_text(encoding="ascii"))
         identity = (tmp_path / "spool" / "identity").read_text(encoding="ascii").strip()
         group = position_group(f"chaos.{tmp_path.name}", identity)
-        await _commit_offset(own_broker.bootstrap, group, TopicPartition(names["offsets"], 0), acknowledged - 500)
+        await commit_offset(own_broker.bootstrap, group, TopicPartition(names["offsets"], 0), acknowledged - 500)
         bridge.start()
         await bridge.idle_for(3)
     result = await _drained_and_compared(bridge, tmp_path, own_broker, names["trade"])
     assert (result.missing, result.duplicates, result.out_of_order) == (0, 0, 0), result
     run_2 = bridge.log().split("---- run 2", 1)[1]
     assert "the topics hold every one of those records: nothing is delivered again" in run_2
-
-
-async def _commit_offset(bootstrap: str, group: str, partition: TopicPartition, offset: int) -> None:
-    """Commit ``offset`` for ``group`` as a memberless consumer would (what a lost commit marker leaves behind)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign([partition])
-        await consumer.commit({partition: offset})
-    finally:
-        await consumer.stop()
 
 
 async def test_a_torn_tail_and_a_flipped_byte_cost_one_record_each(
