@@ -147,7 +147,7 @@ class BridgeMetrics:
         self.spool_dropped = Counter(
             prefix + "spool_dropped_records",
             "Records lost undelivered: when_full (drop-oldest made room), kafka_lost (Kafka lost acknowledged "
-            "records the spool no longer held).",
+            "records the bridge no longer held).",
             ["reason"],
             registry=registry,
         )

@@ -16,16 +16,29 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
+from aiokafka.errors import KafkaError as AIOKafkaError
+from aiokafka.structs import TopicPartition
+
+from bridge.config import KafkaConfig
+from bridge.config_spool import DeliveryConfig
 from bridge.metrics import BridgeMetrics
-from bridge.positions import Resumption
+from bridge.positions import Resumption, highest_in_topics, resumption
 from bridge.serialize import KafkaMessage
 
 log = logging.getLogger(__name__)
 
 Entry = tuple[int, KafkaMessage]
 """A spool offset and the record stored under it."""
+
+Grouping = Callable[[list[Entry]], Awaitable[dict[TopicPartition, list[Entry]]]]
+"""Entries grouped by the partition the producer writes each to (the sink's partitioner)."""
+
+KAFKA_ABORT_CHECK_SECONDS = 30
+"""Slack for Kafka to abort a transaction past its timeout after a restart: its check runs every 10 s
+(``transaction.abort.timed.out.transaction.cleanup.interval.ms``), once the coordinator has loaded;
+25 s in all was measured too short on Kafka 4.4."""
 
 RECENT_RECORDS = 20_000
 """Acknowledged records the sink keeps for a broker that loses them: the transactions lost were the
@@ -51,6 +64,55 @@ class RecentRecords:
     def between(self, after: int, through: int) -> list[Entry]:
         """The kept entries with ``after`` < offset <= ``through``, in offset order."""
         return [entry for entry in self._entries if after < entry[0] <= through]
+
+
+class Settler:
+    """Finds acknowledged records in the topics, for a committed position behind them (at start or running)."""
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        delivery: DeliveryConfig,
+        groups: Grouping,
+        metrics: BridgeMetrics,
+        transactional_id: str,
+    ) -> None:
+        self._config, self._delivery, self._groups = config, delivery, groups
+        self._metrics = metrics
+        self._transactional_id = transactional_id
+        self.recent = RecentRecords()
+        """The last records acknowledged in this run (the sink adds them)."""
+
+    @property
+    def search_timeout(self) -> float:
+        """How long :meth:`highest_in_kafka` may wait: until Kafka aborted a transaction left open, and a request."""
+        delivery, config = self._delivery, self._config
+        return delivery.transaction_timeout_seconds + KAFKA_ABORT_CHECK_SECONDS + config.request_timeout_seconds
+
+    async def highest_in_kafka(self, entries: list[Entry]) -> int | None:
+        """The highest spool offset among ``entries`` whose record the topics hold (0: none; ``None``: unknown).
+
+        Bounded by :attr:`search_timeout`: a transaction another producer holds open delays the
+        answer, and Kafka aborts it after its timeout.
+        """
+        try:
+            groups = await self._groups(entries)
+        except (TimeoutError, AIOKafkaError, OSError):
+            return None
+        return await highest_in_topics(self._config, groups, self.search_timeout)
+
+    async def lost_since(self, committed: int, acknowledged: int) -> list[Entry]:
+        """Kafka's position is behind what it acknowledged in this run: what the topics lack of it, to send again."""
+        candidates = self.recent.between(committed, acknowledged)
+        log.info(
+            "Kafka's committed position (%d) is behind the %d it acknowledged; looking for those records in the "
+            "topics (at most %.0fs while transactions are open)",
+            committed, acknowledged, self.search_timeout,
+        )  # fmt: skip
+        found = await self.highest_in_kafka(candidates) if candidates else committed
+        resumed = resumption(committed, acknowledged, self.recent.oldest, found)
+        report_settled(resumed, acknowledged, f"transactional id {self._transactional_id!r}", self._metrics)
+        return self.recent.between(resumed.position, acknowledged)
 
 
 def report_settled(resumed: Resumption, acknowledged: int, where: str, metrics: BridgeMetrics) -> None:

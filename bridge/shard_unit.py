@@ -273,9 +273,9 @@ class ShardUnit:
         log.info(
             "spool %s: Kafka's committed position (%d) is behind the spool's checkpoint (%d); looking for those "
             "records in the topics (at most %.0fs while transactions are open)",
-            self.settings.spool.dir, committed, checkpoint, sink.search_timeout,
+            self.settings.spool.dir, committed, checkpoint, sink.settler.search_timeout,
         )  # fmt: skip
-        found = await sink.highest_in_kafka([entry for entry in uncertain if entry[0] <= checkpoint])
+        found = await sink.settler.highest_in_kafka([entry for entry in uncertain if entry[0] <= checkpoint])
         resumed = resumption(floor, checkpoint, recovered.first_offset, found)
         self.spool.acknowledge(resumed.position)
         self.spool.rewind()

@@ -16,7 +16,7 @@ also commits the round's last spool offset as a consumer-group offset
 commit whose answer was lost) the sink asks Kafka which position is committed and resumes after
 it, so a round is never written twice; consumers with ``isolation.level=read_committed`` see
 every record once. When that position is behind what Kafka had acknowledged (a broker that lost
-its last transactions as it stopped), the records kept in :class:`bridge.settling.RecentRecords`
+its last transactions as it stopped), the records kept by :class:`bridge.settling.Settler`
 are looked for in the topics and those missing are sent again. ``ProducerFenced`` means
 another instance took over the transactional id: this one is the zombie and stops.
 
@@ -47,19 +47,15 @@ from bridge.config_spool import DeliveryConfig, DeliveryMode
 from bridge.errors import KafkaError
 from bridge.kafka_connection import describe_error
 from bridge.metrics import BridgeMetrics
-from bridge.positions import committed_position, highest_in_topics, position_group, position_partition, resumption
+from bridge.positions import committed_position, position_group, position_partition
 from bridge.producer import FATAL_TO_PRODUCER, MAX_RETRY_DELAY, PERMANENT_FAILURES, Producer
 from bridge.records import DeadLetter, DeadLetterStage
 from bridge.serialize import KafkaMessage, RecordSerializer
-from bridge.settling import Entry, RecentRecords, report_settled
+from bridge.settling import Entry, Settler
 from bridge.spool import Spool
 
 log = logging.getLogger(__name__)
 
-KAFKA_ABORT_CHECK_SECONDS = 30
-"""Slack for Kafka to abort a transaction past its timeout after a restart: its check runs every 10 s
-(``transaction.abort.timed.out.transaction.cleanup.interval.ms``), once the coordinator has loaded;
-25 s in all was measured too short on Kafka 4.4."""
 Refusal = tuple[BaseException, list[Entry]]
 """What Kafka refused for good, and the records of the round that are not delivered because of it."""
 
@@ -115,7 +111,7 @@ class KafkaSink:
         """Set when the sink can no longer deliver (fenced, or a bug); the application stops on it."""
         self.delivered = 0
         self.failed = 0
-        self._recent = RecentRecords()
+        self.settler = Settler(config, delivery, self._groups, metrics, transactional_id)
         self._settled_through = 0
         """The position the spool resumed from: what is behind it was settled at start."""
 
@@ -156,25 +152,6 @@ class KafkaSink:
     async def _committed(self) -> int:
         """The spool position Kafka has committed for this transactional id and spool."""
         return await committed_position(self._config, self._position_keys, self.spool_identity)
-
-    async def highest_in_kafka(self, entries: list[Entry]) -> int | None:
-        """The highest spool offset among ``entries`` whose record the topics hold (0: none; ``None``: unknown).
-
-        Asked at start when Kafka's committed position is behind the spool's checkpoint (see
-        :func:`bridge.positions.resumption`). Bounded by :attr:`search_timeout`: a transaction
-        another producer holds open delays the answer, and Kafka aborts it after its timeout.
-        """
-        try:
-            groups = await self._groups(entries)
-        except (TimeoutError, AIOKafkaError, OSError):
-            return None
-        return await highest_in_topics(self._config, groups, self.search_timeout)
-
-    @property
-    def search_timeout(self) -> float:
-        """How long :meth:`highest_in_kafka` may wait: until Kafka aborted a transaction left open, and a request."""
-        delivery, config = self._delivery, self._config
-        return delivery.transaction_timeout_seconds + KAFKA_ABORT_CHECK_SECONDS + config.request_timeout_seconds
 
     @property
     def fenced(self) -> bool:
@@ -324,21 +301,8 @@ class KafkaSink:
         if done:
             log.info("the unanswered commit had gone through: %d record(s) are in Kafka already", len(done))
         floor, acknowledged = max(committed, self._settled_through), self._spool.acknowledged
-        lost = await self._lost_since(floor, acknowledged) if floor < acknowledged else []
+        lost = await self.settler.lost_since(floor, acknowledged) if floor < acknowledged else []
         return lost + [entry for entry in entries if entry[0] > committed]
-
-    async def _lost_since(self, committed: int, acknowledged: int) -> list[Entry]:
-        """Kafka's position is behind what it acknowledged in this run: what the topics lack of it, to send again."""
-        candidates = self._recent.between(committed, acknowledged)
-        log.info(
-            "Kafka's committed position (%d) is behind the %d it acknowledged; looking for those records in the "
-            "topics (at most %.0fs while transactions are open)",
-            committed, acknowledged, self.search_timeout,
-        )  # fmt: skip
-        found = await self.highest_in_kafka(candidates) if candidates else committed
-        resumed = resumption(committed, acknowledged, self._recent.oldest, found)
-        report_settled(resumed, acknowledged, f"transactional id {self.transactional_id!r}", self._metrics)
-        return self._recent.between(resumed.position, acknowledged)
 
     # -- at least once -------------------------------------------------------------------------
 
@@ -418,7 +382,7 @@ class KafkaSink:
         self.delivered += len(entries)
         self._spool.acknowledge(entries[-1][0])
         if self.exactly_once:
-            self._recent.add(entries)
+            self.settler.recent.add(entries)
 
     async def close(self, timeout: float | None = None) -> int:
         """Deliver what the spool holds, within ``timeout``, then stop; returns how many records are left in it."""
