@@ -62,7 +62,7 @@ from bridge.metrics import bucket_quantile
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-KAFKA_VERSION = "4.4.0"
+KAFKA_VERSION = "4.1.1"  # the broker scripts/kafka-local starts: its jars are the ceiling's classpath
 TOOLS_JAR = (
     Path.home() / ".m2/repository/org/apache/kafka/kafka-tools" / KAFKA_VERSION / f"kafka-tools-{KAFKA_VERSION}.jar"
 )

@@ -21,7 +21,8 @@ markers written), so the offset read then is normally final. When it is behind t
 checkpoint of what Kafka acknowledged, the records in the topics decide (:func:`resumption`,
 :func:`highest_in_topics`): a broker can lose part of a transaction it acknowledged (measured on
 Kafka 4.4.0 with its only broker stopped by SIGTERM mid-commit: 3 stops in 25 lost the last
-acknowledged transaction), and a position committed under a drain id may not be applied yet.
+acknowledged transaction; its coordinator drops commit markers while the partitions have no
+leader, see ``scripts/kafka-local``), and a position committed under a drain id may not be applied yet.
 """
 
 from __future__ import annotations
