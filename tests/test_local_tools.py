@@ -15,7 +15,7 @@ from tests.conftest import KAFKA_LOCAL, REGISTRY_LOCAL, REPO, free_port, run_scr
 @pytest.mark.parametrize(
     ("script", "line"),
     [
-        (KAFKA_LOCAL, r"kafka-local: Kafka 4\.4\.0 jars in \S+/\.cache/kafka/4\.4\.0/lib"),
+        (KAFKA_LOCAL, r"kafka-local: Kafka 4\.1\.1 jars in \S+/\.cache/kafka/4\.1\.1/lib"),
         (REGISTRY_LOCAL, r"registry-local: Apicurio Registry \S+ in \S+/\.cache/registry/apicurio-\S+"),
     ],
 )
