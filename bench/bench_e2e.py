@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e_processes import (
+    KAFKA_VERSION,
     KEY,
     Broker,
     Load,
@@ -62,7 +63,6 @@ from bridge.metrics import bucket_quantile
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-KAFKA_VERSION = "4.1.1"  # the broker scripts/kafka-local starts: its jars are the ceiling's classpath
 TOOLS_JAR = (
     Path.home() / ".m2/repository/org/apache/kafka/kafka-tools" / KAFKA_VERSION / f"kafka-tools-{KAFKA_VERSION}.jar"
 )
@@ -336,15 +336,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = [kind for kind in kinds if kind not in BRIDGES and kind != "naive"]
     if unknown:
         parser.error(f"--contenders: unknown {', '.join(unknown)}; expected some of {', '.join([*BRIDGES, 'naive'])}")
-    conditions = (
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores ({platform.machine()}), simulator, "
-        f"broker and contender on one host; {args.codes} crypto codes, {args.warmup:g} s warm-up, "
-        f"{args.seconds:g} s window; bridge: disk spool (fsync), exactly-once; acks=all, idempotent; "
-        f"load average {os.getloadavg()[0]:.1f} at the start"
-        + (f"; bridge settings {', '.join(args.set)}" if args.set else "")
-    )
-    report: dict[str, Any] = {"conditions": conditions, "runs": []}
     with broker(args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")) as kafka:
+        conditions = (
+            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores ({platform.machine()}), simulator, "
+            f"broker and contender on one host; broker {kafka.described}; {args.codes} crypto codes, "
+            f"{args.warmup:g} s warm-up, {args.seconds:g} s window; bridge: disk spool (fsync), exactly-once; "
+            f"acks=all, idempotent; load average {os.getloadavg()[0]:.1f} at the start"
+            + (f"; bridge settings {', '.join(args.set)}" if args.set else "")
+        )
+        report: dict[str, Any] = {"conditions": conditions, "runs": []}
         for load in loads:
             for kind in kinds:
                 if kind == "naive" and (load.depth or load.klines):

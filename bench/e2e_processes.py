@@ -19,6 +19,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
+KAFKA_VERSION = "4.1.1"
+"""The broker of our own (``scripts/kafka-local --version``); the ceiling's ProducerPerformance runs from its jars."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,11 @@ class Broker:
     bootstrap: str
     pid: int | None
 
+    @property
+    def described(self) -> str:
+        """For the conditions line: which broker."""
+        return f"Kafka {KAFKA_VERSION}, one KRaft broker of our own" if self.pid is not None else self.bootstrap
+
 
 @contextmanager
 def broker(configured: str | None) -> Iterator[Broker]:
@@ -118,8 +125,10 @@ def broker(configured: str | None) -> Iterator[Broker]:
     port, controller = free_port(), free_port()
     script = ROOT / "scripts" / "kafka-local"
     subprocess.run(
-        [sys.executable, script, "start", "--port", str(port), "--controller-port", str(controller)], check=True
-    )
+        [sys.executable, script, "start", "--port", str(port), "--controller-port", str(controller),
+         "--version", KAFKA_VERSION],
+        check=True,
+    )  # fmt: skip
     pid_file = Path(tempfile.gettempdir()) / f"infoway-kafka-local-{port}" / "kafka.pid"
     try:
         yield Broker(f"127.0.0.1:{port}", int(pid_file.read_text().strip()))
