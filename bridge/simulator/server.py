@@ -11,8 +11,9 @@ whose reader answers client frames and whose sender is the only writer of the so
 Plain HTTP on the same port reaches ``process_request`` too: ``GET /sim/stats`` answers the JSON of
 :meth:`Simulator.snapshot` (no key needed; the vendor has no such endpoint).
 
-One *pacer* task per server turns the configured rates into pushes owed: every tick (10 ms) it
-passes the time elapsed to one :class:`~bridge.simulator.pacer.StreamPacer` per stream, which
+One *pacer* task per server (:mod:`~bridge.simulator.pacing`) turns the configured rates into
+pushes owed: every tick (10 ms) it passes the time elapsed to one
+:class:`~bridge.simulator.pacer.StreamPacer` per stream, which
 hands the whole pushes due round-robin to the subscribed (connection, code) pairs (for klines,
 (connection, code, interval)) and skips a slow client whose bounded backlog is full. The sender
 writes its backlog in batches and waits for the transport to drain, so the transport's write
@@ -77,15 +78,12 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from bridge.protocol.codes import KlineInterval
-from bridge.records import Stream
 from bridge.redact import RedactingFilter, redact
 from bridge.simulator import http_answers
-from bridge.simulator.bars import bar_seconds
 from bridge.simulator.connection import ServedConnection, ServerState
 from bridge.simulator.market import BUSINESSES
 from bridge.simulator.options import SimulatorOptions, SimulatorStats
-from bridge.simulator.pacer import Due, StreamPacer
+from bridge.simulator.pacing import PacingLoop
 from bridge.simulator.recorder import SentRecorder
 from bridge.simulator.replies import GREETING, WELCOME, ClientInfo
 from bridge.simulator.rest import RestApi
@@ -98,9 +96,6 @@ logger = logging.getLogger("bridge.simulator")
 _WIRE_LOGGER = logging.getLogger("bridge.simulator.websockets")
 _WIRE_LOGGER.addFilter(RedactingFilter())
 _WIRE_LOGGER.setLevel(logging.WARNING)
-_TRADE_EVERY_TICKS = 10
-"""Pairs nobody is subscribed to trade every this many pacer ticks."""
-_MAX_BARS_PER_CALL = 2000
 
 
 class Simulator:
@@ -122,9 +117,8 @@ class Simulator:
         self.seed = options.seed if options.seed is not None else random.SystemRandom().randrange(2**32)
         self._state = ServerState(options, self.seed)
         self.stats: SimulatorStats = self._state.stats
-        # Each stream's subscribed pairs, rebuilt when the state's version has moved since.
-        self._pairs: dict[Stream, tuple[int, list[tuple[ServedConnection, Due]]]] = {}
         self._connections: dict[int, ServedConnection] = {}
+        self._pacing = PacingLoop(options, self._state, self._connections)
         self._next_id = 1
         self._server: Server | None = None
         self._pacer: asyncio.Task[None] | None = None
@@ -132,11 +126,6 @@ class Simulator:
         self._rest: RestServer | None = None
         self._rest_port: int | None = None
         self._offline_until = 0.0
-        self._traded: set[tuple[str, str, KlineInterval]] = set()
-        """Every (business, code, interval) ever subscribed for klines: they keep trading during gaps."""
-        self._subscribed_klines: set[tuple[str, str, KlineInterval]] = set()
-        self._ticks = 0
-        self._traded_until = 0
 
     @property
     def port(self) -> int:
@@ -222,7 +211,7 @@ class Simulator:
             self._rest = RestServer(api, lambda: state.now_ms() // 1000, self.go_offline)
             self._rest_port = await self._rest.start(options.host, rest_port)
             logger.info("simulator REST API on %s (key in the apiKey header)", self.rest_url)
-        self._pacer = asyncio.create_task(self._pace(), name="simulator-pacer")
+        self._pacer = asyncio.create_task(self._pacing.run(), name="simulator-pacer")
         rates = ", ".join(f"{pacer.stream}={pacer.rate:g}/s" for pacer in state.pacers.values())
         logger.info(
             # Worded with no "apikey=": the log scrubber masks whatever follows that.
@@ -371,82 +360,3 @@ class Simulator:
                 info.frames_received,
                 ws.close_code,
             )
-
-    # -- pacing ------------------------------------------------------------------------------
-
-    async def _pace(self) -> None:
-        """Turn rates into pushes owed, every tick, until cancelled; safe to cancel."""
-        loop = asyncio.get_running_loop()
-        state = self._state
-        last = loop.time()
-        while True:
-            await asyncio.sleep(self.options.tick_seconds)
-            now = loop.time()
-            elapsed, last = now - last, now
-            for pacer in state.pacers.values():
-                self._allocate(pacer, elapsed)
-            if self.options.rules.heartbeat_timeout is not None:
-                self._check_heartbeats(time.monotonic())
-            self._ticks += 1
-            if self._ticks % _TRADE_EVERY_TICKS == 0:
-                self._trade_unsubscribed()
-            if state.recorder is not None:
-                state.recorder.flush()
-
-    def _check_heartbeats(self, now: float) -> None:
-        for connection in self._connections.values():
-            frame = self._state.gateway.overdue(connection.line, now)
-            if frame is not None:
-                self.stats.heartbeat_timeouts += 1
-                self._state.version += 1
-                logger.info("connection %d: heartbeat timeout, answered 513 and closing", connection.info.id)
-                connection.cut(frame)
-
-    def _allocate(self, pacer: StreamPacer, elapsed: float) -> None:
-        if pacer.rate <= 0:
-            return
-        current = self._state.version
-        version, pairs = self._pairs.get(pacer.stream, (-1, []))
-        if version != current:
-            pairs = self._subscribed_pairs(pacer.stream)
-            self._pairs[pacer.stream] = (current, pairs)
-        allocation = pacer.allocate(elapsed, pairs)
-        self.stats.pushes_skipped += allocation.skipped
-        for connection in allocation.woken:
-            connection.wake.set()
-
-    def _trade_unsubscribed(self) -> None:
-        """Fills for every kline pair nobody is subscribed to now, so its market goes on during a gap.
-
-        One fill per bar interval of market time since the last call (at most ``_MAX_BARS_PER_CALL``),
-        so every bar that is not quiet exists however fast the market clock runs.
-        """
-        state = self._state
-        now = state.now_ms()
-        since, self._traded_until = self._traded_until, now
-        for business, code, interval in self._traded - self._subscribed_klines:
-            market = state.market(business)
-            step = bar_seconds(interval) * 1000
-            first = max(since, now - _MAX_BARS_PER_CALL * step)
-            for instant in [*range(first - first % step + step, now, step), now]:
-                if not market.quiet(code, interval, instant):
-                    market.instrument(code).kline(interval, instant)
-
-    def _subscribed_pairs(self, stream: Stream) -> list[tuple[ServedConnection, Due]]:
-        pairs: list[tuple[ServedConnection, Due]] = []
-        for connection in self._connections.values():
-            info = connection.info
-            if not info.serves_data or connection.line.cut:
-                continue
-            if stream is Stream.TRADE:
-                pairs.extend((connection, Due(stream, code)) for code in info.trades)
-            elif stream is Stream.DEPTH:
-                pairs.extend((connection, Due(stream, code)) for code in info.depth)
-            else:
-                pairs.extend((connection, Due(stream, code, interval)) for code, interval in info.klines)
-        if stream is Stream.KLINE:
-            self._subscribed_klines = {
-                (connection.info.business, due.code, due.interval) for connection, due in pairs if due.interval
-            }
-            self._traded |= self._subscribed_klines
-        return pairs
