@@ -101,18 +101,31 @@ class Settler:
             return None
         return await highest_in_topics(self._config, groups, self.search_timeout)
 
-    async def lost_since(self, committed: int, acknowledged: int) -> list[Entry]:
-        """Kafka's position is behind what it acknowledged in this run: what the topics lack of it, to send again."""
-        candidates = self.recent.between(committed, acknowledged)
+    async def settle(
+        self, committed: int, acknowledged: int, candidates: list[Entry], oldest_kept: int, where: str
+    ) -> Resumption:
+        """Where to resume when Kafka's position ``committed`` is behind ``acknowledged``: the topics decide.
+
+        ``candidates`` are the records after ``committed`` still held (``oldest_kept`` the oldest
+        offset held, 0 when none is); ``where`` names their home in the log lines. The outcome is
+        logged and records no longer held are counted (:func:`report_settled`).
+        """
         log.info(
-            "Kafka's committed position (%d) is behind the %d it acknowledged; looking for those records in the "
+            "%s: Kafka's committed position is behind the %d it acknowledged; looking for records %d to %d in the "
             "topics (at most %.0fs while transactions are open)",
-            committed, acknowledged, self.search_timeout,
+            where, acknowledged, committed + 1, acknowledged, self.search_timeout,
         )  # fmt: skip
         found = await self.highest_in_kafka(candidates) if candidates else committed
-        resumed = resumption(committed, acknowledged, self.recent.oldest, found)
-        report_settled(resumed, acknowledged, f"transactional id {self._transactional_id!r}", self._metrics)
-        return self.recent.between(resumed.position, acknowledged)
+        resumed = resumption(committed, acknowledged, oldest_kept, found)
+        report_settled(resumed, acknowledged, where, self._metrics)
+        return resumed
+
+    async def lost_since(self, committed: int, acknowledged: int) -> list[Entry]:
+        """Kafka's position is behind what it acknowledged in this run: what the topics lack of it, to send again."""
+        recent, where = self.recent, f"transactional id {self._transactional_id!r}"
+        candidates = recent.between(committed, acknowledged)
+        resumed = await self.settle(committed, acknowledged, candidates, recent.oldest, where)
+        return recent.between(resumed.position, acknowledged)
 
 
 def report_settled(resumed: Resumption, acknowledged: int, where: str, metrics: BridgeMetrics) -> None:

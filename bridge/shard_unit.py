@@ -30,13 +30,12 @@ from bridge.feed import FeedConnection, vendor_url
 from bridge.metrics import BridgeMetrics
 from bridge.outlet import Outlet
 from bridge.pipeline import Publisher
-from bridge.positions import SEARCH_WINDOW_RECORDS, Resumption, resumption
+from bridge.positions import SEARCH_WINDOW_RECORDS
 from bridge.protocol import ConnectionSession, FrameBudget
 from bridge.protocol.handoff import Inherited
 from bridge.protocol.requests import ConnectionPlan
 from bridge.protocol.shards import shard_name
 from bridge.serialize import RecordSerializer
-from bridge.settling import report_settled
 from bridge.sink import KafkaSink
 from bridge.spool import Spool
 from bridge.spool_segments import Recovered
@@ -220,11 +219,8 @@ class ShardUnit:
                 await self.sink.producer.stop(1.0)
             await self._release_spool()
             raise
-        resumed = await self._resume(self.sink, recovered, committed)
+        await self._resume(self.sink, recovered, committed)
         self._log_recovery(recovered)
-        if committed is not None and recovered.acknowledged > committed:
-            where = f"spool {self.settings.spool.dir}"
-            report_settled(resumed, recovered.acknowledged, where, self._metrics)
         self.sink.begin()
         self._watcher = asyncio.create_task(self._watch_sink(self.sink), name=f"{self.settings.label}-sink")
         outlet: Outlet = Publisher(self._serializer, self.spool, self._metrics)
@@ -257,29 +253,21 @@ class ShardUnit:
             self.spool.pending, recovered.torn or "none", recovered.damaged,
         )  # fmt: skip
 
-    async def _resume(self, sink: KafkaSink, recovered: Recovered, committed: int | None) -> Resumption:
+    async def _resume(self, sink: KafkaSink, recovered: Recovered, committed: int | None) -> None:
         """Resume the spool after what Kafka holds; the topics decide when its position and the checkpoint differ."""
         checkpoint = recovered.acknowledged
-        if committed is None:
-            self.spool.resume(checkpoint)  # at-least-once: Kafka keeps no position
-            return Resumption(checkpoint, 0, 0)
-        if checkpoint <= committed:
-            self.spool.resume(committed)
-            return Resumption(committed, 0, 0)
+        if committed is None or checkpoint <= committed:
+            # At-least-once (Kafka keeps no position), or Kafka at or ahead of the checkpoint.
+            self.spool.resume(checkpoint if committed is None else committed)
+            return
         # Only the checkpoint's last records are looked for; what is older is taken as delivered.
         floor = max(committed, checkpoint - SEARCH_WINDOW_RECORDS)
         self.spool.resume(floor)
-        uncertain = await self.spool.read(checkpoint - floor, 0)
-        log.info(
-            "spool %s: Kafka's committed position (%d) is behind the spool's checkpoint (%d); looking for those "
-            "records in the topics (at most %.0fs while transactions are open)",
-            self.settings.spool.dir, committed, checkpoint, sink.settler.search_timeout,
-        )  # fmt: skip
-        found = await sink.settler.highest_in_kafka([entry for entry in uncertain if entry[0] <= checkpoint])
-        resumed = resumption(floor, checkpoint, recovered.first_offset, found)
+        uncertain = [entry for entry in await self.spool.read(checkpoint - floor, 0) if entry[0] <= checkpoint]
+        where = f"spool {self.settings.spool.dir}"
+        resumed = await sink.settler.settle(floor, checkpoint, uncertain, recovered.first_offset, where)
         self.spool.acknowledge(resumed.position)
         self.spool.rewind()
-        return resumed
 
     async def _watch_sink(self, sink: KafkaSink) -> None:
         await sink.broken.wait()

@@ -11,6 +11,7 @@ import re
 import signal
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka.structs import TopicPartition
@@ -50,10 +51,7 @@ async def test_a_60_second_broker_outage_at_5000_pushes_a_second_loses_nothing(
     spool holds the backlog, and after the broker returns every trade is in Kafka once, in order."""
     names = topics("outage")
     async with simulator(tmp_path, rate=5000) as sim:
-        bridge = BridgeProcess(tmp_path, sim.url, own_broker.bootstrap, names)
-        bridges.append(bridge)
-        bridge.start()
-        await bridge.wait_for("infoway_bridge_records_produced_total", 10_000, topic=names["trade"])
+        bridge = await _producing(tmp_path, sim, own_broker, names, bridges, 10_000)
         await asyncio.to_thread(own_broker.stop)
         await bridge.idle_for(60)
         spooled = await asyncio.to_thread(bridge.metric, "infoway_bridge_spool_records")
@@ -86,10 +84,7 @@ async def test_sigterm_leaves_the_backlog_in_the_spool_and_a_restart_delivers_it
     new ones, and nothing arrives twice."""
     names = topics("sigterm")
     async with simulator(tmp_path, rate=2000) as sim:
-        bridge = BridgeProcess(tmp_path, sim.url, own_broker.bootstrap, names)
-        bridges.append(bridge)
-        bridge.start()
-        await bridge.wait_for("infoway_bridge_records_produced_total", 2000, topic=names["trade"])
+        bridge = await _producing(tmp_path, sim, own_broker, names, bridges, 2000)
         await asyncio.to_thread(own_broker.stop)
         await bridge.idle_for(3)
         assert await bridge.stop(signal.SIGTERM, timeout=30) == 0
@@ -113,10 +108,7 @@ async def test_kill_9_during_an_outage_loses_at_most_the_sync_window(
     what is missing is one stretch per symbol no longer than the sync window (50 ms) and unread frames."""
     names = topics("kill")
     async with simulator(tmp_path, rate=2000) as sim:
-        bridge = BridgeProcess(tmp_path, sim.url, own_broker.bootstrap, names)
-        bridges.append(bridge)
-        bridge.start()
-        await bridge.wait_for("infoway_bridge_records_produced_total", 2000, topic=names["trade"])
+        bridge = await _producing(tmp_path, sim, own_broker, names, bridges, 2000)
         await asyncio.to_thread(own_broker.stop)
         await bridge.idle_for(3)
         assert await bridge.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -143,10 +135,7 @@ async def test_a_transaction_kafka_lost_after_acknowledging_it_is_delivered_agai
     says so, and delivers those 500 again, so none is missing and none is twice."""
     names = topics("rewind")
     async with simulator(tmp_path, rate=2000) as sim:
-        bridge = BridgeProcess(tmp_path, sim.url, own_broker.bootstrap, names)
-        bridges.append(bridge)
-        bridge.start()
-        await bridge.wait_for("infoway_bridge_records_produced_total", 2000, topic=names["trade"])
+        bridge = await _producing(tmp_path, sim, own_broker, names, bridges, 2000)
         await asyncio.to_thread(own_broker.stop)
         await bridge.wait_for("infoway_bridge_spool_records", 1000, timeout=30)
         assert await bridge.stop(signal.SIGTERM, timeout=30) == 0
@@ -175,10 +164,7 @@ async def test_a_committed_offset_behind_records_kafka_holds_delivers_nothing_tw
     again."""
     names = topics("behind")
     async with simulator(tmp_path, rate=2000) as sim:
-        bridge = BridgeProcess(tmp_path, sim.url, own_broker.bootstrap, names)
-        bridges.append(bridge)
-        bridge.start()
-        await bridge.wait_for("infoway_bridge_records_produced_total", 3000, topic=names["trade"])
+        bridge = await _producing(tmp_path, sim, own_broker, names, bridges, 3000)
         assert await bridge.stop(signal.SIGTERM, timeout=30) == 0
         acknowledged = int((tmp_path / "spool" / "acknowledged").read_text(encoding="ascii"))
         identity = (tmp_path / "spool" / "identity").read_text(encoding="ascii").strip()
@@ -199,12 +185,8 @@ async def test_a_torn_tail_and_a_flipped_byte_cost_one_record_each(
     (file and byte) and delivers every other record."""
     names = topics("damage")
     async with simulator(tmp_path, rate=2000) as sim:
-        bridge = BridgeProcess(
-            tmp_path, sim.url, own_broker.bootstrap, names, spool={"segment_bytes": 256 * 1024}
-        )  # fmt: skip
-        bridges.append(bridge)
-        bridge.start()
-        await bridge.wait_for("infoway_bridge_records_produced_total", 1000, topic=names["trade"])
+        small_segments = {"segment_bytes": 256 * 1024}
+        bridge = await _producing(tmp_path, sim, own_broker, names, bridges, 1000, spool=small_segments)
         await asyncio.to_thread(own_broker.stop)
         await bridge.wait_for("infoway_bridge_spool_records", 12_000, timeout=30)
     # The simulator has closed: the bridge read everything it sent. Kafka is down, so it stays spooled.
@@ -234,10 +216,7 @@ async def test_a_full_spool_keeps_its_policy_and_its_memory_bound(
     names = {**topics("full"), "gap": f"full.gaps.{tmp_path.name}"}
     limits = {"max_bytes": 4 << 20, "segment_bytes": 256 * 1024, "when_full": policy}
     async with simulator(tmp_path, rate=4000) as sim:
-        bridge = BridgeProcess(tmp_path, sim.url, own_broker.bootstrap, names, spool=limits)
-        bridges.append(bridge)
-        bridge.start()
-        await bridge.wait_for("infoway_bridge_records_produced_total", 1000, topic=names["trade"])
+        bridge = await _producing(tmp_path, sim, own_broker, names, bridges, 1000, spool=limits)
         await asyncio.to_thread(own_broker.stop)
         if policy == "stop-reading":
             await bridge.wait_for("infoway_bridge_reconnects_total", 1, timeout=60, reason="spool_full")
@@ -279,6 +258,26 @@ async def test_a_full_spool_keeps_its_policy_and_its_memory_bound(
     else:
         assert result.missing > 0
         assert result.missing <= dropped + 200, (result, dropped)
+
+
+async def _producing(
+    tmp_path: Path,
+    sim: Simulator,
+    broker: LocalBroker,
+    names: dict[str, str],
+    bridges: list[BridgeProcess],
+    produced: int,
+    spool: dict[str, Any] | None = None,
+) -> BridgeProcess:
+    """A bridge started on ``sim`` and ``broker`` (stopped by the fixture), once it has produced ``produced`` trades."""
+    if spool is None:
+        bridge = BridgeProcess(tmp_path, sim.url, broker.bootstrap, names)
+    else:
+        bridge = BridgeProcess(tmp_path, sim.url, broker.bootstrap, names, spool=spool)
+    bridges.append(bridge)
+    bridge.start()
+    await bridge.wait_for("infoway_bridge_records_produced_total", produced, topic=names["trade"])
+    return bridge
 
 
 async def _drained_and_compared(bridge: BridgeProcess, tmp_path: Path, broker: LocalBroker, topic: str) -> Comparison:
