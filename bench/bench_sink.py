@@ -40,7 +40,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
-from bridge.config import KafkaConfig, parse_config
+from bridge.config import parse_config
+from bridge.config_kafka import KafkaConfig
 from bridge.config_spool import DeliveryConfig, DeliveryMode, SpoolConfig
 from bridge.metrics import BridgeMetrics
 from bridge.records import Stream

@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
 
+from bridge.config_base import Frozen
 from bridge.config_errors import Invalid
 
 DEFAULT_REST_URL = "https://data.infoway.io"
@@ -44,11 +45,7 @@ RestUrl = Annotated[str, AfterValidator(_rest_url)]
 """``source.rest_url``: the REST API's base URL."""
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class BackfillConfig(_Frozen):
+class BackfillConfig(Frozen):
     """Kline backfill over REST after every gap, and what it may spend.
 
     Only klines can be backfilled (REST has no trade or depth history). Requests go one code per

@@ -9,13 +9,13 @@ from __future__ import annotations
 import enum
 import os
 import socket
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from bridge.config_base import Frozen, PositiveSeconds
 from bridge.protocol.shards import ordinal_of
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
 DEFAULT_GROUP = "infoway-bridge"
 
 
@@ -35,11 +35,7 @@ class ShardingMode(enum.StrEnum):
     """Kafka's group coordinator assigns the shards (one control-topic partition each) to the living replicas."""
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ShardingConfig(_Frozen):
+class ShardingConfig(Frozen):
     """How the configured codes are split into shards and who owns them (``mode: group`` for replicas > 1)."""
 
     mode: ShardingMode = ShardingMode.NONE

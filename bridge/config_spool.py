@@ -10,7 +10,9 @@ import enum
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from bridge.config_base import Frozen
 
 MIB = 1 << 20
 
@@ -39,11 +41,7 @@ class DeliveryMode(enum.StrEnum):
     """An idempotent producer; a batch retried after a timeout or a restart may be written twice."""
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SpoolConfig(_Frozen):
+class SpoolConfig(Frozen):
     """The write-ahead log between serialisation and the producer.
 
     Every record is appended here on receipt, in receipt order, and leaves only once Kafka has
@@ -74,7 +72,7 @@ class SpoolConfig(_Frozen):
         return self
 
 
-class DeliveryConfig(_Frozen):
+class DeliveryConfig(Frozen):
     """From the spool to Kafka."""
 
     mode: DeliveryMode = DeliveryMode.EXACTLY_ONCE

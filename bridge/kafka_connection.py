@@ -14,7 +14,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.helpers import create_ssl_context
 
-from bridge.config import KafkaConfig
+from bridge.config_kafka import KafkaConfig
 
 log = logging.getLogger(__name__)
 

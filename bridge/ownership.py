@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.sticky.sticky_assignor import StickyPartitionAssignor
 from aiokafka.structs import TopicPartition
 
-from bridge.config import KafkaConfig
+from bridge.config_kafka import KafkaConfig
 from bridge.config_sharding import ShardingConfig
 from bridge.errors import ConfigError
 from bridge.kafka_connection import connection_options

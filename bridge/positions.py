@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from bridge.config import KafkaConfig
+from bridge.config_kafka import KafkaConfig
 from bridge.kafka_connection import connection_options
 from bridge.serialize import KafkaMessage
 

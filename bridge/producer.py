@@ -37,7 +37,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer import sender as aiokafka_sender
 from aiokafka.structs import TopicPartition
 
-from bridge.config import KafkaConfig
+from bridge.config_kafka import KafkaConfig
 from bridge.errors import KafkaError
 from bridge.kafka_connection import connection_options, producer_is_dead, stop_quietly
 from bridge.serialize import KafkaMessage

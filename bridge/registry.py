@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.config import RegistryConfig
+from bridge.config_kafka import RegistryConfig
 from bridge.errors import ConfigError, RegistryError
 from bridge.serialize import Framing, schema_json
 

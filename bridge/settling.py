@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.structs import TopicPartition
 
-from bridge.config import KafkaConfig
+from bridge.config_kafka import KafkaConfig
 from bridge.config_spool import DeliveryConfig
 from bridge.metrics import BridgeMetrics
 from bridge.positions import Resumption, highest_in_topics, resumption

@@ -42,7 +42,7 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.errors import ProducerFenced
 from aiokafka.structs import TopicPartition
 
-from bridge.config import KafkaConfig
+from bridge.config_kafka import KafkaConfig
 from bridge.config_spool import DeliveryConfig, DeliveryMode
 from bridge.errors import KafkaError
 from bridge.kafka_connection import describe_error

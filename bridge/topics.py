@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaConnectionError
 from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.structs import TopicPartition
 
-from bridge.config import KafkaConfig
+from bridge.config_kafka import KafkaConfig
 from bridge.errors import KafkaError, TopicMissing
 from bridge.kafka_connection import connection_options, describe_error
 

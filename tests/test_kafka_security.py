@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from bridge.config import KafkaConfig, parse_config
+from bridge.config import parse_config
+from bridge.config_kafka import KafkaConfig
 from bridge.errors import KafkaError
 from bridge.logs import configure_logging, guard_library_loggers
 from bridge.topics import ensure_topics

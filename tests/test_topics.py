@@ -8,7 +8,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError
 
-from bridge.config import KafkaConfig, parse_config
+from bridge.config import parse_config
+from bridge.config_kafka import KafkaConfig
 from bridge.kafka_connection import describe_error
 from bridge.topics import ensure_topics
 from tests.harness import topics

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bridge.config import SerializationConfig
+from bridge.config_kafka import SerializationConfig
 from bridge.records import Stream
 from bridge.simulator import Simulator, SimulatorOptions
 from tests.consumers.oracle import KafkaRecord, MarketTuple, apache_decoder, canonical, market_tuple, sent_rows
