@@ -12,13 +12,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bridge import __version__
+from bridge import __version__, arguments
 from bridge.app import Bridge
 from bridge.config import API_KEY_ENV, BOOTSTRAP_ENV, load_config
 from bridge.errors import ConfigError, KafkaError, RegistryError
 from bridge.logs import configure_logging
 from bridge.simulator.cli import add_simulate_arguments, run_simulate
-from bridge.tail import TAIL_EPILOG, add_tail_arguments, positive_number, run_tail
+from bridge.tail import TAIL_EPILOG, add_tail_arguments, run_tail
 from bridge.workers import cores, run_workers, worker_config
 
 log = logging.getLogger("bridge")
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _workers(text: str) -> int:
-    return cores() if text == "auto" else positive_number(text)
+    return cores() if text == "auto" else arguments.positive(text)
 
 
 def _worker(text: str) -> tuple[int, int, int]:

@@ -33,6 +33,7 @@ import fastavro
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError as AIOKafkaError
 
+from bridge import arguments
 from bridge.config import BOOTSTRAP_ENV
 from bridge.serialize import (
     CONFLUENT_MAGIC,
@@ -314,7 +315,7 @@ def add_tail_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry-url", help="schema registry API root, for confluent values (fetched by id)")
     parser.add_argument("--from-beginning", action="store_true", help="start at the first record kept, not the end")
     parser.add_argument("--follow", action="store_true", help="with --from-beginning: keep waiting at the end")
-    parser.add_argument("--count", type=positive_number, metavar="N", help="stop after printing N records")
+    parser.add_argument("--count", type=arguments.positive, metavar="N", help="stop after printing N records")
     parser.add_argument(
         "--symbol",
         action="append",
@@ -324,17 +325,6 @@ def add_tail_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--key", action="store_true", help="print each record's key")
     parser.add_argument("--headers", action="store_true", help="print each record's headers")
-
-
-def positive_number(text: str) -> int:
-    """An argparse type: a whole number of 1 or more."""
-    try:
-        number = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{number} is not 1 or more")
-    return number
 
 
 def _schema_argument(value: str) -> dict[str, Any]:

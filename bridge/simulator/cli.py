@@ -10,11 +10,11 @@ import argparse
 import asyncio
 import logging
 import signal
-import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 
+from bridge import arguments
 from bridge.records import Stream
 from bridge.simulator.gateway import GatewayRules
 from bridge.simulator.options import SimulatorOptions
@@ -68,7 +68,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
 
     The parser prints its description and epilog as written, so the examples keep their lines.
     """
-    parser.formatter_class = _HelpFormatter
+    parser.formatter_class = arguments.HelpFormatter
     if parser.description is None:
         parser.description = DESCRIPTION
     if parser.epilog is None:
@@ -76,7 +76,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=_DEFAULTS.host, help="address to listen on (default: %(default)s)")
     parser.add_argument(
         "--port",
-        type=_port,
+        type=arguments.port,
         default=_DEFAULTS.port,
         help="TCP port to listen on; 0 picks a free one, shown in the start line (default: %(default)s)",
     )
@@ -87,7 +87,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--rate",
-        type=_rate,
+        type=arguments.rate,
         default=_DEFAULTS.rate,
         metavar="PER_SECOND",
         help="trade pushes per second in total, spread round-robin over every subscribed "
@@ -95,33 +95,33 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--depth-rate",
-        type=_rate,
+        type=arguments.rate,
         metavar="PER_SECOND",
         help="depth pushes per second in total, spread the same way (default: same as --rate)",
     )
     parser.add_argument(
         "--kline-rate",
-        type=_rate,
+        type=arguments.rate,
         metavar="PER_SECOND",
         help="kline pushes per second in total, cycling over subscribed (code, interval) pairs "
         "(default: max(1, rate / 10))",
     )
     parser.add_argument(
         "--max-pushes",
-        type=_count,
+        type=arguments.count,
         metavar="N",
         help="stop sending trade pushes after N in total over all connections; depth and klines "
         "go on (default: unlimited)",
     )
     parser.add_argument(
         "--max-depth-pushes",
-        type=_count,
+        type=arguments.count,
         metavar="N",
         help="stop sending depth pushes after N in total (default: unlimited)",
     )
     parser.add_argument(
         "--max-kline-pushes",
-        type=_count,
+        type=arguments.count,
         metavar="N",
         help="stop sending kline pushes after N in total (default: unlimited)",
     )
@@ -142,13 +142,13 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     rest = parser.add_argument_group("REST API and market clock")
     rest.add_argument(
         "--rest-port",
-        type=_port,
+        type=arguments.port,
         metavar="PORT",
         help="serve the vendor's REST API on this port; 0 picks a free one, shown in the start line (default: no REST)",
     )
     rest.add_argument(
         "--rest-rate",
-        type=_rate,
+        type=arguments.rate,
         default=_DEFAULTS.rest_rate,
         metavar="PER_SECOND",
         help='REST requests per second per key; more get {"detail":"Rate limit exceeded"} on 429 or 200 '
@@ -156,7 +156,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     rest.add_argument(
         "--rest-history-seconds",
-        type=_seconds,
+        type=arguments.seconds,
         metavar="SECONDS",
         help="a kline timestamp older than this (market time) is refused with 513 and the earliest allowed time "
         "(default: no limit)",
@@ -171,7 +171,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     rest.add_argument(
         "--time-scale",
-        type=_rate,
+        type=arguments.rate,
         default=_DEFAULTS.time_scale,
         metavar="FACTOR",
         help="market seconds per real second; at 60 a 1m bar lasts one second and event times run ahead "
@@ -179,7 +179,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     rest.add_argument(
         "--quiet-bar-percent",
-        type=_integer_in(0, 90, "a percentage from 0 to 90"),
+        type=arguments.integer_in(0, 90, "a percentage from 0 to 90"),
         default=_DEFAULTS.quiet_bar_percent,
         metavar="PERCENT",
         help="this share of bar intervals has no trades: no kline push, no REST bar (default: %(default)s)",
@@ -190,7 +190,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     faults.add_argument(
         "--frame-limit",
-        type=_count,
+        type=arguments.count,
         default=_DEFAULTS.rules.frame_limit,
         metavar="N",
         help="client frames (subscribes, unsubscribes, heartbeats, anything) one connection may send in "
@@ -199,14 +199,14 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     faults.add_argument(
         "--frame-window",
-        type=_seconds,
+        type=arguments.seconds,
         default=_DEFAULTS.rules.frame_window,
         metavar="SECONDS",
         help="the rolling window of --frame-limit, also used to measure the most frames per key (default: %(default)g)",
     )
     faults.add_argument(
         "--max-codes-per-connection",
-        type=_count,
+        type=arguments.count,
         default=_DEFAULTS.rules.max_codes_per_connection,
         metavar="N",
         help="distinct codes one connection may hold over all streams; a subscribe past it is refused with "
@@ -215,28 +215,28 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--close-after",
         dest="close_after_pushes",
-        type=_positive,
+        type=arguments.positive,
         metavar="N",
         help="abort each connection, with no WebSocket close frame, once it has been sent N pushes; "
         "every connection gets its own N (default: never)",
     )
     faults.add_argument(
         "--heartbeat-timeout",
-        type=_seconds,
+        type=arguments.seconds,
         metavar="SECONDS",
         help="send error 513 and close a connection that sent no heartbeat (10010) for this long, counted "
         "from the handshake and then from its last heartbeat (default: off)",
     )
     faults.add_argument(
         "--fail-subscribe-nth",
-        type=_positive,
+        type=arguments.positive,
         metavar="N",
         help="answer the Nth subscribe the server receives, over all connections, with error 501 and close "
         "that connection; only that one (default: off)",
     )
     faults.add_argument(
         "--subscribe-fail-505-nth",
-        type=_positive,
+        type=arguments.positive,
         metavar="N",
         help="answer the Nth subscribe the server receives with 'Subscribe fail:' and error 505, adding none "
         "of its codes; the connection stays open (default: off)",
@@ -244,21 +244,21 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--refuse-handshake",
         dest="refuse_handshake_status",
-        type=_status,
+        type=arguments.http_error_status,
         metavar="STATUS",
         help="refuse handshakes that carry the right key with this HTTP status (401 and 429 with the "
         "vendor's JSON body) (default: off)",
     )
     faults.add_argument(
         "--refuse-handshakes",
-        type=_positive,
+        type=arguments.positive,
         metavar="K",
         help="refuse only the first K such handshakes, then accept (default: every handshake while "
         "--refuse-handshake is set)",
     )
     faults.add_argument(
         "--garbage-every",
-        type=_positive,
+        type=arguments.positive,
         metavar="N",
         help="after every N pushes on a connection send one bad frame, in turn: text that is not JSON, "
         "truncated JSON, a binary frame, an unknown code, a trade whose price is not a number; recorded "
@@ -266,7 +266,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--summary-every",
-        type=_rate,
+        type=arguments.rate,
         default=DEFAULT_SUMMARY_SECONDS,
         metavar="SECONDS",
         help="log pushes sent per stream and open connections this often; 0 turns it off (default: %(default)g)",
@@ -370,54 +370,3 @@ async def _summarize(sim: Simulator, every: float) -> None:
             stats.max_frames_in_window_per_key,
         )
         last_time, last_sent = now, sent
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Description and epilog as written; option help wrapped at spaces only, never inside a ``--flag``."""
-
-    def _split_lines(self, text: str, width: int) -> list[str]:
-        # argparse's own version wraps with textwrap's default break_on_hyphens=True.
-        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
-
-
-def _integer_in(low: int, high: int | None, what: str) -> Callable[[str], int]:
-    """An argparse type for an integer in ``low..high`` (no upper bound when ``high`` is None)."""
-
-    def parse(text: str) -> int:
-        value = _integer(text)
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"{what}, not {value}")
-        return value
-
-    return parse
-
-
-_port = _integer_in(0, 65535, "a port is 0..65535")
-_count = _integer_in(0, None, "must be >= 0")
-_positive = _integer_in(1, None, "must be >= 1")
-_status = _integer_in(400, 599, "an HTTP error status is 400..599")
-
-
-def _seconds(text: str) -> float:
-    value = _rate(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
-
-
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    # The comparison is False for NaN, so NaN is refused too.
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
-    return value
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
