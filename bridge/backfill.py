@@ -35,13 +35,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 import orjson
 
+from bridge.backfill_jobs import Job, Line, first_live_bar
 from bridge.backfill_report import Pair, build_report, epoch_seconds, floor_start, seconds_to_next_utc_day
 from bridge.config_backfill import BackfillConfig
 from bridge.errors import (
@@ -77,36 +76,6 @@ log = logging.getLogger(__name__)
 _KEY_WIDE = (RestCause.UNAUTHORIZED, RestCause.EXPIRED)
 
 
-@dataclass(slots=True)
-class _Job:
-    gap: GapRecord
-    lower: dict[Pair, int]
-    first_after: dict[Pair, int] = field(default_factory=dict)
-    live: asyncio.Event = field(default_factory=asyncio.Event)
-    live_deadline: float | None = None
-    """When the job stops waiting for first live bars (loop time): one wait per job, not one per pair."""
-    """Set whenever a pair's first WebSocket bar after the gap is seen."""
-    items: list[BackfillItem] = field(default_factory=list)
-    first_bar: int | None = None
-    last_bar: int | None = None
-
-
-@dataclass(slots=True)
-class _Line:
-    """One planned connection's backfill state."""
-
-    plan: ConnectionPlan
-    intervals: tuple[KlineInterval, ...]
-    kline_codes: tuple[str, ...]
-    last_bar: dict[Pair, int] = field(default_factory=dict)
-    jobs: deque[_Job] = field(default_factory=deque)
-    held: list[DataOutcome] = field(default_factory=list)
-    holding: bool = False
-    release_timer: asyncio.TimerHandle | None = None
-    worker: asyncio.Task[None] | None = None
-    rest_sequence: int = 0
-
-
 class Backfiller(ForwardingOutlet):
     """The outlet that backfills klines after gaps (see the module docstring).
 
@@ -133,7 +102,7 @@ class Backfiller(ForwardingOutlet):
         self._config = config
         self._metrics = metrics
         self._clock = clock or Clock()
-        self._lines: dict[str, _Line] = {}
+        self._lines: dict[str, Line] = {}
         self._key_failure: RestError | None = None
         self._refused_businesses: dict[str, RestError] = {}
         self._closed = False
@@ -147,7 +116,7 @@ class Backfiller(ForwardingOutlet):
             if klines:
                 intervals = tuple(dict.fromkeys(i for sub in klines for i in sub.kline_intervals))
                 codes = tuple(dict.fromkeys(code for sub in klines for code in sub.codes))
-                self._lines[plan.name] = _Line(plan, intervals, codes)
+                self._lines[plan.name] = Line(plan, intervals, codes)
 
     def start(self) -> None:
         """Size the shared budget from ``GET /package/info`` in the background (the fallback applies until then)."""
@@ -187,7 +156,7 @@ class Backfiller(ForwardingOutlet):
         if isinstance(outcome, GapClosed):
             self._gap_closed(outcome.gap)
 
-    def _track(self, line: _Line, record: KlineRecord) -> bool:
+    def _track(self, line: Line, record: KlineRecord) -> bool:
         """Remember the bar; returns whether the record must wait in the hold."""
         pair = (record.symbol, record.interval)
         start = epoch_seconds(record.open_time)
@@ -199,12 +168,12 @@ class Backfiller(ForwardingOutlet):
                 job.live.set()
         return line.holding
 
-    def _hold(self, line: _Line, outcome: DataOutcome) -> None:
+    def _hold(self, line: Line, outcome: DataOutcome) -> None:
         line.held.append(outcome)
         if len(line.held) > self._config.hold_max_records:
             self._release(line, why=f"more than {self._config.hold_max_records} live records waited")
 
-    def _release(self, line: _Line, *, why: str | None = None) -> None:
+    def _release(self, line: Line, *, why: str | None = None) -> None:
         """Let the held live records go, in arrival order, and stop holding."""
         if why is not None and line.jobs:
             log.warning(
@@ -225,13 +194,13 @@ class Backfiller(ForwardingOutlet):
             return
         if len(line.jobs) >= self._config.max_pending_gaps:
             log.error("backfill of %s: %d gaps already wait; this one is not filled", gap.connection, len(line.jobs))
-            self._report(line, _Job(gap, {}), stopped=True)
+            self._report(line, Job(gap, {}), stopped=True)
             return
         lower: dict[Pair, int] = {}
         for code, interval in self._pairs(line):
             pair = (code, interval.label)
             lower[pair] = line.last_bar.get(pair, floor_start(gap.start, interval))
-        line.jobs.append(_Job(gap, lower))
+        line.jobs.append(Job(gap, lower))
         if not line.holding and self._config.hold_live_seconds > 0 and self._config.hold_max_records > 0:
             line.holding = True
             loop = asyncio.get_running_loop()
@@ -245,10 +214,10 @@ class Backfiller(ForwardingOutlet):
     # -- the work ------------------------------------------------------------------------------
 
     @staticmethod
-    def _pairs(line: _Line) -> list[tuple[str, KlineInterval]]:
+    def _pairs(line: Line) -> list[tuple[str, KlineInterval]]:
         return [(code, interval) for code in line.kline_codes for interval in line.intervals]
 
-    async def _work(self, line: _Line) -> None:
+    async def _work(self, line: Line) -> None:
         """Run the connection's jobs in order until none is left; safe to cancel (:meth:`close` reports)."""
         while line.jobs:
             job = line.jobs[0]
@@ -258,14 +227,14 @@ class Backfiller(ForwardingOutlet):
             self._report(line, job)
         self._release(line)
 
-    async def _fill(self, line: _Line, job: _Job, code: str, interval: KlineInterval) -> BackfillItem:
+    async def _fill(self, line: Line, job: Job, code: str, interval: KlineInterval) -> BackfillItem:
         """Fetch, choose and publish one code and interval of one gap; returns what it did."""
         business = line.plan.business
         refused = self._key_failure or self._refused_businesses.get(business)
         if refused is not None:
             return BackfillItem(code, Stream.KLINE, interval.label, 0, refused.cause.value)
         pair = (code, interval.label)
-        await _first_live_bar(job, pair)
+        await first_live_bar(job, pair)
         floor = epoch_seconds(self._clock.wall()) - int(self._config.max_age_seconds)
         since = job.lower[pair]
         reason = "max_age" if since < floor else None
@@ -315,7 +284,7 @@ class Backfiller(ForwardingOutlet):
         return BackfillItem(code, Stream.KLINE, interval.label, published, reason)
 
     def _publish(
-        self, line: _Line, job: _Job, code: str, interval: KlineInterval, bars: list[Mapping[str, object]]
+        self, line: Line, job: Job, code: str, interval: KlineInterval, bars: list[Mapping[str, object]]
     ) -> int:
         business = line.plan.business
         connection_id = f"{job.gap.next_connection_id}/rest"
@@ -365,7 +334,7 @@ class Backfiller(ForwardingOutlet):
         elif exc.cause not in _KEY_WIDE and exc.cause is not RestCause.NO_PERMISSION:
             log.error("backfill request refused: %s", exc)
 
-    def _report(self, line: _Line, job: _Job, *, stopped: bool = False) -> None:
+    def _report(self, line: Line, job: Job, *, stopped: bool = False) -> None:
         """Publish the follow-up gap record that says what the job did (pairs it did not reach: ``stopped``)."""
         gap, items = job.gap, list(job.items)
         if stopped:
@@ -402,26 +371,3 @@ class Backfiller(ForwardingOutlet):
             while line.jobs:
                 self._report(line, line.jobs.popleft(), stopped=True)
             self._release(line)
-
-
-FIRST_LIVE_WAIT_SECONDS = 2.0
-"""How long a fill waits for the WebSocket's first bar of its pair after the gap (live klines are held meanwhile)."""
-
-
-async def _first_live_bar(job: _Job, pair: Pair) -> None:
-    """Wait briefly for the pair's first WebSocket bar after the gap.
-
-    It is the fill's upper bound, and it makes REST's newest bar final. Fetched before it, the
-    newest REST bar may be open and is left out; when the WebSocket then starts a bar or more
-    later, no one publishes that bar (seen at 60x simulated time). Quiet codes send nothing: the
-    job's waiting ends ``FIRST_LIVE_WAIT_SECONDS`` after its first fill began, for all its pairs
-    together (a connection of 600 quiet codes must not wait 600 times).
-    """
-    loop = asyncio.get_running_loop()
-    if job.live_deadline is None:
-        job.live_deadline = loop.time() + FIRST_LIVE_WAIT_SECONDS
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout_at(job.live_deadline):
-            while pair not in job.first_after:
-                job.live.clear()
-                await job.live.wait()
