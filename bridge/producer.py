@@ -41,6 +41,7 @@ from bridge.config_kafka import KafkaConfig
 from bridge.errors import KafkaError
 from bridge.kafka_connection import connection_options, producer_is_dead, stop_quietly
 from bridge.serialize import KafkaMessage
+from bridge.spool import Entry
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,17 @@ class Producer:
             self._chosen[(message.topic, message.key)] = chosen
         return chosen
 
+    async def by_partition(self, entries: list[Entry]) -> dict[TopicPartition, list[Entry]]:
+        """``entries`` grouped by the partition each goes to, each group in the order given."""
+        groups: dict[TopicPartition, list[Entry]] = {}
+        for entry in entries:
+            partition = self.known_partition(entry[1]) or await self.partition_of(entry[1])
+            group = groups.get(partition)
+            if group is None:
+                group = groups[partition] = []
+            group.append(entry)
+        return groups
+
     async def _topic_partitions(self, topic: str) -> list[int]:
         delay = 0.5
         while True:
@@ -231,3 +243,8 @@ class Producer:
             futures.append(await asyncio.wait_for(send, config.request_timeout_seconds))
             index += count
         await asyncio.wait_for(asyncio.gather(*futures), config.delivery_timeout_seconds)
+
+
+def is_permanent(error: BaseException | None) -> bool:
+    """Whether ``error`` is one retrying cannot fix (:data:`PERMANENT_FAILURES`)."""
+    return error is not None and type(error) in PERMANENT_FAILURES

@@ -25,12 +25,9 @@ from bridge.config_kafka import KafkaConfig
 from bridge.config_spool import DeliveryConfig
 from bridge.metrics import BridgeMetrics
 from bridge.positions import Resumption, highest_in_topics, resumption
-from bridge.serialize import KafkaMessage
+from bridge.spool import Entry
 
 log = logging.getLogger(__name__)
-
-Entry = tuple[int, KafkaMessage]
-"""A spool offset and the record stored under it."""
 
 Grouping = Callable[[list[Entry]], Awaitable[dict[TopicPartition, list[Entry]]]]
 """Entries grouped by the partition the producer writes each to (the sink's partitioner)."""

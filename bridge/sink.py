@@ -48,11 +48,12 @@ from bridge.errors import KafkaError
 from bridge.kafka_connection import describe_error
 from bridge.metrics import BridgeMetrics
 from bridge.positions import committed_position, position_group, position_partition
-from bridge.producer import FATAL_TO_PRODUCER, MAX_RETRY_DELAY, PERMANENT_FAILURES, Producer
+from bridge.producer import FATAL_TO_PRODUCER, MAX_RETRY_DELAY, PERMANENT_FAILURES, Producer, is_permanent
 from bridge.records import DeadLetter, DeadLetterStage
 from bridge.serialize import KafkaMessage, RecordSerializer
-from bridge.settling import Entry, Settler
-from bridge.spool import Spool
+from bridge.settling import Settler
+from bridge.spool import Entry, Spool
+from bridge.timing import remaining_linger
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class KafkaSink:
         """Set when the sink can no longer deliver (fenced, or a bug); the application stops on it."""
         self.delivered = 0
         self.failed = 0
-        self.settler = Settler(config, delivery, self._groups, metrics, transactional_id)
+        self.settler = Settler(config, delivery, self.producer.by_partition, metrics, transactional_id)
         self._settled_through = 0
         """The position the spool resumed from: what is behind it was settled at start."""
 
@@ -252,15 +253,15 @@ class KafkaSink:
         """One transaction: the records and the position. A refusal aborts it and is returned."""
         timeout = self._config.request_timeout_seconds
         await producer.begin_transaction()
-        groups = await self._groups(entries)
+        groups = await self.producer.by_partition(entries)
         results = await asyncio.gather(
             *(self.producer.send_partition(producer, tp, [m for _, m in group]) for tp, group in groups.items()),
             return_exceptions=True,
         )
         for result in results:
-            if isinstance(result, BaseException) and not _permanent(result):
+            if isinstance(result, BaseException) and not is_permanent(result):
                 raise result
-        refused = next((result for result in results if _permanent(result)), None)
+        refused = next((result for result in results if is_permanent(result)), None)
         if refused is not None:
             await self._abandon(producer, refused)
             return refused
@@ -308,7 +309,7 @@ class KafkaSink:
 
     async def _at_least_once(self, entries: list[Entry]) -> Refusal | None:
         """Send ``entries``, retrying partitions not yet acknowledged; or say what was refused (the rest is done)."""
-        groups = await self._groups(entries)
+        groups = await self.producer.by_partition(entries)
         retry_delay = 0.5
         refused: BaseException | None = None
         again: list[Entry] = []
@@ -323,7 +324,7 @@ class KafkaSink:
             for (tp, group), result in zip(list(groups.items()), results, strict=True):
                 if result is None:
                     continue
-                if _permanent(result):
+                if is_permanent(result):
                     refused = result
                     again.extend(group)  # only the refused partitions' records go again
                     continue
@@ -340,17 +341,6 @@ class KafkaSink:
                     retry_delay = min(retry_delay * 2, MAX_RETRY_DELAY)
             groups = failed
         return None if refused is None else (refused, sorted(again, key=lambda entry: entry[0]))
-
-    async def _groups(self, entries: list[Entry]) -> dict[TopicPartition, list[Entry]]:
-        groups: dict[TopicPartition, list[Entry]] = {}
-        producer = self.producer
-        for entry in entries:
-            partition = producer.known_partition(entry[1]) or await producer.partition_of(entry[1])
-            group = groups.get(partition)
-            if group is None:
-                group = groups[partition] = []
-            group.append(entry)
-        return groups
 
     def _dead_letter(self, message: KafkaMessage, error: BaseException) -> KafkaMessage:
         reason = PERMANENT_FAILURES.get(type(error), type(error).__name__)
@@ -402,19 +392,3 @@ class KafkaSink:
 
 class _CommitUnanswered(TimeoutError):
     """The commit was sent and not answered: it may have gone through, and the transaction cannot be aborted."""
-
-
-def remaining_linger(max_wait_ms: int, oldest_received: datetime, now: datetime) -> float:
-    """Seconds a round still waits for more records: ``max_wait_ms`` counted from the oldest one's receipt.
-
-    As Kafka's ``linger.ms`` counts from a batch's first record: records that arrived while the last
-    round was in flight have waited already, and sleeping the full wait on top of that only added
-    latency (measured: the p99 receipt-to-ack of exactly-once delivery at 5,000 records/s). A wall
-    clock stepped back never makes the wait longer than ``max_wait_ms``.
-    """
-    limit = max_wait_ms / 1000
-    return min(limit, limit - (now - oldest_received).total_seconds())
-
-
-def _permanent(error: BaseException | None) -> bool:
-    return error is not None and type(error) in PERMANENT_FAILURES

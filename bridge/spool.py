@@ -41,6 +41,9 @@ from bridge.timing import wait_event
 
 log = logging.getLogger(__name__)
 
+Entry = tuple[int, KafkaMessage]
+"""A spool offset and the record stored under it, as :meth:`Spool.read` hands them out."""
+
 _ROOM_AGAIN = 0.9
 _AGE_SAMPLE_SECONDS = 0.1
 _CHECKPOINT_SECONDS = 1.0
@@ -263,7 +266,7 @@ class Spool:
 
     # -- the producer's side -------------------------------------------------------------------
 
-    async def read(self, max_records: int, max_wait: float) -> list[tuple[int, KafkaMessage]]:
+    async def read(self, max_records: int, max_wait: float) -> list[Entry]:
         """The next unread records in offset order, at most ``max_records``; waits up to ``max_wait`` for one."""
         if self._read_next >= self.next_offset:
             self._appended.clear()

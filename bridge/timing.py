@@ -53,3 +53,15 @@ async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def remaining_linger(max_wait_ms: int, oldest_received: datetime, now: datetime) -> float:
+    """Seconds a round still waits for more records: ``max_wait_ms`` counted from the oldest one's receipt.
+
+    As Kafka's ``linger.ms`` counts from a batch's first record: records that arrived while the last
+    round was in flight have waited already, and sleeping the full wait on top of that only added
+    latency (measured: the p99 receipt-to-ack of exactly-once delivery at 5,000 records/s). A wall
+    clock stepped back never makes the wait longer than ``max_wait_ms``.
+    """
+    limit = max_wait_ms / 1000
+    return min(limit, limit - (now - oldest_received).total_seconds())

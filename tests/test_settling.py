@@ -14,7 +14,8 @@ from bridge.metrics import BridgeMetrics
 from bridge.positions import Resumption
 from bridge.records import Stream
 from bridge.serialize import KafkaMessage
-from bridge.settling import Entry, RecentRecords, report_settled
+from bridge.settling import RecentRecords, report_settled
+from bridge.spool import Entry
 
 NOW = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import uuid
 from collections import Counter, defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ from bridge.positions import position_group, position_partition
 from bridge.records import Stream
 from bridge.serialize import KafkaMessage
 from bridge.simulator import GatewayRules, Simulator, SimulatorOptions
-from bridge.sink import remaining_linger
 from bridge.topics import ensure_topics
 from tests.conftest import LocalBroker
 from tests.harness import API_KEY, RunningBridge, SpooledSink, bridge_config, eventually, topics
@@ -345,21 +344,3 @@ def test_kcat_reads_the_keys(kafka_bootstrap: str) -> None:
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert sorted(result.stdout.split()) == ["0700.HK", "AAPL.US", "BTCUSDT"]
-
-
-def test_a_round_waits_for_more_records_only_until_the_oldest_is_max_wait_ms_old() -> None:
-    """The linger counts from the oldest record's receipt, as Kafka's linger.ms does from a batch's first record.
-
-    Records that arrived while the last round was in flight have waited already: they go at once.
-    """
-    received = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
-    assert remaining_linger(5, received, received) == 0.005
-    assert remaining_linger(5, received, received + timedelta(milliseconds=3)) == pytest.approx(0.002)
-    assert remaining_linger(5, received, received + timedelta(milliseconds=12)) <= 0
-    assert remaining_linger(0, received, received) == 0
-
-
-def test_a_wall_clock_stepped_back_never_makes_a_round_wait_longer_than_max_wait_ms() -> None:
-    """A record stamped after 'now' (the clock stepped back in between) waits the configured time, no more."""
-    received = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
-    assert remaining_linger(5, received, received - timedelta(seconds=30)) == 0.005
