@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,9 +23,9 @@ from bridge.errors import KafkaError
 from bridge.metrics import BridgeMetrics
 from bridge.ownership import ControlChannel, GroupMembership, now
 from bridge.protocol.handoff import Inherited, ShardState, Verdict, decide
-from bridge.protocol.shards import plan_all, plan_shard, shard_name, static_shards
+from bridge.protocol.shards import shard_name, static_shards
 from bridge.serialize import RecordSerializer
-from bridge.shard_unit import ShardUnit, UnitSettings, await_all, shard_spool
+from bridge.shard_unit import ShardUnit, await_all, drain_settings, unit_settings
 from bridge.spool_lock import SpoolInUse, in_use
 from bridge.timing import Clock, RetryPolicy
 
@@ -37,35 +36,6 @@ EXIT_ALL_CONNECTIONS_FAILED = 4
 STALE_HEARTBEATS = 3
 LOCK_RETRY_SECONDS = 0.25
 """The first wait for a shard's spool lock held by a sibling worker (doubling to 2 s)."""
-
-
-def unit_settings(config: BridgeConfig, shard: int | None, transactional_stem: str) -> UnitSettings:
-    """The settings of the unit for ``shard`` (``None``: every code, unsharded)."""
-    source, sharding = config.source, config.sharding
-    cap = source.max_codes_per_connection
-    if shard is None:
-        return UnitSettings(None, plan_all(source.subscriptions, max_codes_per_connection=cap), config.spool,
-                            transactional_stem)  # fmt: skip
-    plans = plan_shard(shard, sharding.shards, source.subscriptions, max_codes_per_connection=cap)
-    spool = shard_spool(config.spool, shard, sharding.shards)
-    transactional_id = f"{transactional_stem}.{shard_name(shard)}"
-    return UnitSettings(shard, plans, spool, transactional_id, (_drain_id(transactional_id, config),))
-
-
-def drain_settings(config: BridgeConfig, shard: int, transactional_stem: str) -> UnitSettings:
-    """The settings of a unit that only delivers what this replica's spool holds of a shard it does not own.
-
-    It writes under a transactional id of its own (``<stem>.shard-03.drain.<instance>``): the
-    shard's id belongs to its owner now, whose producer it must not fence. Positions committed
-    under either id count for the spool, so nothing is delivered twice whoever sends it.
-    """
-    owned = unit_settings(config, shard, transactional_stem)
-    own_id = owned.transactional_id
-    return replace(owned, plans=(), transactional_id=_drain_id(own_id, config), position_keys=(own_id,), drain=True)
-
-
-def _drain_id(transactional_id: str, config: BridgeConfig) -> str:
-    return f"{transactional_id}.drain.{config.sharding.instance}"
 
 
 class Replica:

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bridge.backfill_wiring import RestShared, RestSide
@@ -34,7 +34,7 @@ from bridge.positions import SEARCH_WINDOW_RECORDS
 from bridge.protocol import ConnectionSession, FrameBudget
 from bridge.protocol.handoff import Inherited
 from bridge.protocol.requests import ConnectionPlan
-from bridge.protocol.shards import shard_name
+from bridge.protocol.shards import plan_all, plan_shard, shard_name
 from bridge.serialize import RecordSerializer
 from bridge.sink import KafkaSink
 from bridge.spool import Spool
@@ -116,7 +116,7 @@ class UnitSettings:
     spool: SpoolConfig
     transactional_id: str
     position_keys: tuple[str, ...] = ()
-    """Other transactional ids whose committed positions count for this spool (see :mod:`bridge.replica`)."""
+    """Other transactional ids whose committed positions count for this spool (see :func:`drain_settings`)."""
     drain: bool = False
     """No feeds: only deliver what the spool holds of a shard another replica owns now."""
 
@@ -131,6 +131,35 @@ class UnitSettings:
     def codes(self) -> int:
         """How many distinct codes the unit's connections carry."""
         return len({code for plan, _ in self.plans for code in plan.codes})
+
+
+def unit_settings(config: BridgeConfig, shard: int | None, transactional_stem: str) -> UnitSettings:
+    """The settings of the unit for ``shard`` (``None``: every code, unsharded)."""
+    source, sharding = config.source, config.sharding
+    cap = source.max_codes_per_connection
+    if shard is None:
+        return UnitSettings(None, plan_all(source.subscriptions, max_codes_per_connection=cap), config.spool,
+                            transactional_stem)  # fmt: skip
+    plans = plan_shard(shard, sharding.shards, source.subscriptions, max_codes_per_connection=cap)
+    spool = shard_spool(config.spool, shard, sharding.shards)
+    transactional_id = f"{transactional_stem}.{shard_name(shard)}"
+    return UnitSettings(shard, plans, spool, transactional_id, (_drain_id(transactional_id, config),))
+
+
+def drain_settings(config: BridgeConfig, shard: int, transactional_stem: str) -> UnitSettings:
+    """The settings of a unit that only delivers what this replica's spool holds of a shard it does not own.
+
+    It writes under a transactional id of its own (``<stem>.shard-03.drain.<instance>``): the
+    shard's id belongs to its owner now, whose producer it must not fence. Positions committed
+    under either id count for the spool, so nothing is delivered twice whoever sends it.
+    """
+    owned = unit_settings(config, shard, transactional_stem)
+    own_id = owned.transactional_id
+    return replace(owned, plans=(), transactional_id=_drain_id(own_id, config), position_keys=(own_id,), drain=True)
+
+
+def _drain_id(transactional_id: str, config: BridgeConfig) -> str:
+    return f"{transactional_id}.drain.{config.sharding.instance}"
 
 
 class ShardUnit:
