@@ -72,6 +72,10 @@ def vendor_url(base_url: str, business: str, api_key: str) -> str:
     return f"{base_url}?{urlencode({'business': business, 'apikey': api_key})}"
 
 
+_DATA_OUTCOMES = (Record, Rejected, GapClosed)
+"""What goes to the outlet; a tuple, as ``A | B | C`` would build a union object for every frame."""
+
+
 class FeedConnection:
     """One vendor connection, kept alive until stopped or failed for good.
 
@@ -266,9 +270,9 @@ class FeedConnection:
                     await asyncio.sleep(0)
                 now = clock.monotonic()
                 kind, outcomes = session.receive(frame, now, clock.wall())
-                frames.count(kind.value, now)
+                frames.count(kind, now)  # a StrEnum member is its label: no .value lookup per frame
                 for outcome in outcomes:
-                    if isinstance(outcome, Record | Rejected | GapClosed):
+                    if isinstance(outcome, _DATA_OUTCOMES):
                         outlet.emit(outcome)
                     elif isinstance(outcome, Disconnect):
                         return outcome
