@@ -17,9 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
-import ssl
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -27,6 +24,7 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from bridge.feed_disconnect import disconnect_of
 from bridge.metrics import BridgeMetrics, FrameCounter
 from bridge.outlet import Outlet
 from bridge.protocol import ConnectionSession
@@ -209,7 +207,7 @@ class FeedConnection:
             return False, session.handshake_refused(status)
         except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
             log.debug("connection %s failed: %s", session.connection_id, redact(repr(exc), self._secrets))
-            return opened, _disconnect_of(exc, self._secrets)
+            return opened, disconnect_of(exc, self._secrets)
         finally:
             self._metrics.connection_up.labels(self._business, session.plan.name).set(0)
             self._count_subscribed(subscribed=False)
@@ -251,7 +249,7 @@ class FeedConnection:
             if task in done:
                 ended = _result(task)
                 if isinstance(ended, BaseException):
-                    return _disconnect_of(ended, self._secrets)
+                    return disconnect_of(ended, self._secrets)
                 if ended is not None:
                     return ended
         return Disconnect(Cause.CLOSED, detail="the vendor closed the connection")
@@ -392,20 +390,3 @@ def _result(task: asyncio.Task[Disconnect | None]) -> Disconnect | BaseException
 
 def _code(ended: Disconnect) -> str:
     return "" if ended.code is None else str(ended.code)
-
-
-def _disconnect_of(exc: BaseException, secrets: tuple[str, ...]) -> Disconnect:
-    """The cause of a socket's end, from the exception the I/O library raised."""
-    if isinstance(exc, ConnectionClosed):
-        return Disconnect(Cause.CLOSED, detail=redact(f"the connection closed ({exc})", secrets))
-    if isinstance(exc, TimeoutError):
-        return Disconnect(Cause.TIMEOUT, detail="timed out")
-    if isinstance(exc, OSError):
-        # asyncio's strerror is "Connect call failed ('127.0.0.1', 2)"; the errno's own words
-        # ("connection refused") say what happened. Resolver and TLS errnos are not errno values.
-        number = exc.errno if not isinstance(exc, socket.gaierror | ssl.SSLError) else None
-        reason = os.strerror(number) if number and number > 0 else exc.strerror or str(exc) or type(exc).__name__
-        return Disconnect(Cause.SOCKET_ERROR, detail=redact(reason.lower(), secrets))
-    if isinstance(exc, InvalidHandshake):
-        return Disconnect(Cause.HANDSHAKE, detail=redact(f"bad WebSocket handshake: {exc}", secrets))
-    return Disconnect(Cause.ERROR, detail=redact(f"{type(exc).__name__}: {exc}", secrets))
