@@ -63,8 +63,8 @@ bench-e2e: $(STAMP) tools  ## simulator -> bridge -> broker at fixed loads, vs a
 	$(BIN)/python bench/bench_e2e.py
 
 lint: $(STAMP)  ## ruff
-	$(BIN)/ruff check bridge tests scripts/kafka-local scripts/registry-local scripts/demo bench $(K8S_SCRIPTS)
-	$(BIN)/ruff format --check bridge tests scripts/kafka-local scripts/registry-local scripts/demo bench $(K8S_SCRIPTS)
+	$(BIN)/ruff check bridge tests scripts/kafka-local scripts/registry-local scripts/local_service.py scripts/demo bench $(K8S_SCRIPTS)
+	$(BIN)/ruff format --check bridge tests scripts/kafka-local scripts/registry-local scripts/local_service.py scripts/demo bench $(K8S_SCRIPTS)
 
 typecheck: $(STAMP)  ## mypy --strict on the package and the tests
 	$(BIN)/mypy --strict bridge tests bench
