@@ -165,7 +165,8 @@ class Bridge:
                 headers=config.serialization.headers,
             )
             stem = transactional_stem(config)
-            rest = build_rest(config, self.metrics, self._clock)
+            # In a thread: the HTTP client loads the CA bundle, 35-140 ms measured, which would stall the loop.
+            rest = await asyncio.to_thread(build_rest, config, self.metrics, self._clock)
             if rest is not None:
                 teardown.push_async_callback(rest.close)
             self.replica = Replica(

@@ -225,7 +225,7 @@ class ShardUnit:
             KafkaError: the producer could not start or read the committed position.
             SpoolError: the spool directory is unusable.
         """
-        recovered = self.spool.open()
+        recovered = await self._open_spool()
         self.recovered = recovered
         if self.settings.drain and not recovered.records:
             await self._release_spool()  # nothing of the shard left here
@@ -269,6 +269,22 @@ class ShardUnit:
             task = asyncio.create_task(feed.run(self._stop), name=f"feed-{feed.session.plan.name}")
             task.add_done_callback(self._feed_ended)
             self._tasks.append(task)
+
+    async def _open_spool(self) -> Recovered:
+        """Lock and scan the spool in a thread: checking every entry's CRC of a large spool takes seconds,
+        and /healthz, /metrics and the other units' starts must not wait behind it.
+
+        A cancellation waits for the scan to end, as it would have had the scan run in the loop, so
+        the unit's stop finds the spool opened (and closes it) rather than locked behind its back.
+        """
+        opening = asyncio.ensure_future(asyncio.to_thread(self.spool.open))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            await asyncio.wait([opening])
+            if not opening.cancelled():
+                opening.exception()  # retrieved: the caller sees the cancellation
+            raise
 
     def _log_recovery(self, recovered: Recovered) -> None:
         directory = self.settings.spool.dir
