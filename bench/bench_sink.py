@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,17 +48,10 @@ from bridge.serialize import KafkaMessage, RecordSerializer, TopicMap
 from bridge.sink import KafkaSink
 from bridge.spool import Spool
 from bridge.topics import ensure_topics
+from bridge.workers import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 VALUE = bytes(120)  # about the size of an Avro trade
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def messages(topic: str, count: int) -> list[KafkaMessage]:
@@ -217,10 +209,10 @@ def main() -> None:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     port = None
     if not bootstrap:
-        port = free_port()
+        port, controller = free_ports(2)
         kafka_local = [sys.executable, str(REPO / "scripts" / "kafka-local")]
         started = subprocess.run(
-            [*kafka_local, "start", "--port", str(port), "--controller-port", str(free_port())],
+            [*kafka_local, "start", "--port", str(port), "--controller-port", str(controller)],
             stdout=subprocess.PIPE, text=True, check=True,
         )  # fmt: skip
         bootstrap = started.stdout.strip()

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bridge.workers import free_ports
+
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
 KAFKA_VERSION = "4.1.1"
@@ -54,11 +56,8 @@ def parse_loads(text: str) -> list[Load]:
 
 
 def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for several at once, ``free_ports``)."""
+    return free_ports(1)[0]
 
 
 def _tree(pid: int) -> list[int]:
@@ -122,7 +121,7 @@ def broker(configured: str | None) -> Iterator[Broker]:
     if configured:
         yield Broker(configured, None)
         return
-    port, controller = free_port(), free_port()
+    port, controller = free_ports(2)
     script = ROOT / "scripts" / "kafka-local"
     subprocess.run(
         [sys.executable, script, "start", "--port", str(port), "--controller-port", str(controller),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,16 +19,15 @@ from typing import Literal
 
 import pytest
 
+from bridge.workers import free_ports
+
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_LOCAL = REPO / "scripts" / "kafka-local"
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for several at once, ``free_ports``)."""
+    return free_ports(1)[0]
 
 
 def run_script(script: Path, *arguments: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -65,11 +63,12 @@ class LocalBroker:
     """
 
     def __init__(self, security: Security = "none") -> None:
-        self.port, self.controller_port = free_port(), free_port()
+        # Chosen together: ports probed one at a time can come back twice (CI once got the same one for both).
+        self.port, self.controller_port, sasl_port, ssl_port = free_ports(4)
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.security = security
-        self.sasl_port = free_port() if security != "none" else None
-        self.ssl_port = free_port() if security == "sasl-ssl" else None
+        self.sasl_port = sasl_port if security != "none" else None
+        self.ssl_port = ssl_port if security == "sasl-ssl" else None
         self.sasl_bootstrap = f"127.0.0.1:{self.sasl_port}" if self.sasl_port else None
         self.ssl_bootstrap = f"127.0.0.1:{self.ssl_port}" if self.ssl_port else None
         # Where scripts/kafka-local writes the throwaway CA (its per-port folder under $TMPDIR).
@@ -163,11 +162,18 @@ def schema_registry() -> Iterator[str]:
     if configured:
         yield configured
         return
-    port = free_port()
+    port, management_port = free_ports(2)
     errors = []
     for version in REGISTRY_VERSIONS:
         started = run_script(
-            REGISTRY_LOCAL, "start", "--port", str(port), "--management-port", str(free_port()), "--version", version
+            REGISTRY_LOCAL,
+            "start",
+            "--port",
+            str(port),
+            "--management-port",
+            str(management_port),
+            "--version",
+            version,
         )
         if started.returncode == 0:
             break
