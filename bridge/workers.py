@@ -133,7 +133,11 @@ def readiness(ports: Sequence[int]) -> tuple[bool, str]:
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` loopback ports nothing listens on now (the workers' metrics)."""
+    """``count`` different loopback ports nothing listens on now (the workers' metrics; tests and scripts too).
+
+    The probes stay bound until all are chosen: probing one port at a time can return the same port
+    twice, as the kernel may hand a just-closed ephemeral port out again.
+    """
     sockets = [socket.socket() for _ in range(count)]
     try:
         for probe in sockets:

@@ -94,22 +94,6 @@ def port_free(port: int) -> bool:
     return True
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` different loopback ports nothing listens on now.
-
-    The sockets stay bound until all are chosen: probing one port at a time can return the same
-    port twice, as the kernel may hand a just-closed ephemeral port out again.
-    """
-    probes = [socket.socket() for _ in range(count)]
-    try:
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
-
-
 def terminate(pid: int, timeout_s: float, what: str) -> str:
     """Stop ``what`` (``broker``, ``registry``): its whole process group, SIGTERM first so it shuts down cleanly,
     SIGKILL after the timeout. Returns how it ended, for the caller's message."""
